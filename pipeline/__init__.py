@@ -1,0 +1,1 @@
+"""vaebench pipeline: everything that touches files, params and the command line."""

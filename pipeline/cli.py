@@ -1,0 +1,59 @@
+"""``vaebench``: the one command-line entry; DVC stages only call it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from vae_core import NonFiniteLossError
+
+from .cli_data import data
+from .devices import DEVICE_CHOICES
+from .params import ParamsError, load_params
+from .run_config import ALGORITHMS, DATASETS, build_run_config
+from .train import TrainingDivergedError, run_training
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="vaebench")
+def main() -> None:
+    """vaebench: regenerate the figures of Auto-Encoding Variational Bayes (Kingma & Welling)."""
+
+
+main.add_command(data)
+
+
+@main.command()
+@click.option("--experiment", default="fig2", show_default=True, help="Experiment in params.yaml (fig2, ...).")
+@click.option("--dataset", type=click.Choice(sorted(DATASETS)), required=True)
+@click.option("--nz", type=int, required=True, help="Latent dimensionality Nz.")
+@click.option("--algorithm", type=click.Choice(ALGORITHMS), default="aevb", show_default=True)
+@click.option("--ntrain", type=int, default=None, help="Train on this training-set subset (Figure 3).")
+@click.option("--seed", type=int, default=None, help="Override training.seed.")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device (auto uses a GPU when present).")
+@click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<experiment>/<run-id>).")
+@click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@click.option("--resume/--no-resume", default=True, show_default=True, help="Resume an interrupted run from its last checkpoint.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, params_path,
+          prepared_dir, resume, progress) -> None:
+    """Train one configuration and write its run directory (config, curve, checkpoints)."""
+    try:
+        params = load_params(params_path)
+        config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, seed, device)
+        run_dir = run_dir or config.default_run_dir()
+        final = run_training(
+            config, run_dir, prepared_dir or params["data"]["prepared_dir"], resume, progress
+        )
+    except (ParamsError, TrainingDivergedError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    click.echo(
+        f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}, "
+        f"train bound {final['final_train_lower_bound']:.2f}, test bound "
+        f"{final['final_test_lower_bound']:.2f}, {final['training_samples_per_second']:,.0f} samples/s"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""One training run = one configuration, resolved from params.yaml and the active profile.
+
+The resolved configuration is written to the run directory as ``config.json`` and is what a
+checkpoint must match to be resumed.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .params import (
+    ParamsError,
+    active_profile,
+    lookup,
+    require_choice,
+    require_positive_float,
+    require_positive_int,
+)
+
+ALGORITHMS = ("aevb",)
+ESTIMATORS = ("A", "B")
+BINARIZATIONS = ("none", "dynamic")
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """What the model needs to know about a dataset: its size per datapoint and its likelihood."""
+
+    name: str
+    x_dim: int
+    decoder: str  # bernoulli for [0, 1] grey levels (MNIST), gaussian for continuous (Frey Face)
+    image_shape: tuple[int, int]
+
+
+DATASETS = {
+    "mnist": DatasetSpec("mnist", 784, "bernoulli", (28, 28)),
+    "frey_face": DatasetSpec("frey_face", 560, "gaussian", (28, 20)),
+}
+
+
+def dataset_spec(name: str) -> DatasetSpec:
+    if name not in DATASETS:
+        raise ParamsError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+    return DATASETS[name]
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    experiment: str
+    dataset: str
+    algorithm: str
+    z_dim: int
+    hidden_units: int
+    ntrain: int | None  # None = the whole training split
+    seed: int
+    samples: int  # training budget: number of training samples evaluated
+    minibatch_size: int
+    samples_per_datapoint: int
+    estimator: str
+    binarize: str
+    step_size: float | None  # None = choose from step_size_grid by a trial
+    step_size_grid: tuple[float, ...]
+    step_size_trial_samples: int
+    warmup_steps: int
+    adagrad_eps: float
+    weight_prior_std: float
+    init_std: float
+    eval_points_per_decade: int
+    eval_first_samples: int
+    eval_train_points: int
+    eval_test_points: int
+    checkpoint_every: int
+    device: str = "auto"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def fingerprint(self) -> str:
+        """sha256 of the configuration, minus the device (a run may resume on another device)."""
+        payload = {k: v for k, v in self.to_dict().items() if k != "device"}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    @property
+    def prepared_file(self) -> str:
+        """The prepared .npz this run trains on (DESIGN.md: data/prepared)."""
+        if self.dataset == "mnist" and self.ntrain is not None:
+            return f"mnist_ntrain{self.ntrain}"
+        return self.dataset
+
+    def default_run_dir(self, runs_root: str | Path = "runs") -> Path:
+        name = f"{self.dataset}_nz{self.z_dim}_h{self.hidden_units}_{self.algorithm}"
+        if self.ntrain is not None:
+            name += f"_ntrain{self.ntrain}"
+        return Path(runs_root) / self.experiment / f"{name}_seed{self.seed}"
+
+
+def build_run_config(
+    params: dict[str, Any],
+    experiment: str,
+    dataset: str,
+    algorithm: str,
+    z_dim: int,
+    ntrain: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+) -> RunConfig:
+    """Resolve one run from params.yaml: the experiment's architecture, the profile's budget."""
+    dataset_spec(dataset)
+    require_choice(algorithm, "algorithm", ALGORITHMS)
+    require_positive_int(z_dim, "nz")
+    profile = active_profile(params)
+    if experiment not in profile:
+        raise ParamsError(
+            f"profile {params['profile']!r} has no budgets for experiment {experiment!r} "
+            f"(it has: {', '.join(profile)})"
+        )
+    budgets = profile[experiment]
+    per_dataset = budgets.get(dataset)
+    if not isinstance(per_dataset, dict):
+        raise ParamsError(
+            f"profiles.{params['profile']}.{experiment} has no entry for dataset {dataset!r}"
+        )
+    training = lookup(params, "training")
+    optimizer = lookup(params, "optimizer")
+    prefix = f"profiles.{params['profile']}.{experiment}"
+    step_size = optimizer.get("step_size", "auto")
+    if step_size != "auto":
+        step_size = require_positive_float(step_size, "optimizer.step_size")
+    grid = tuple(
+        require_positive_float(s, "optimizer.step_size_grid[]")
+        for s in lookup(params, "optimizer.step_size_grid")
+    )
+    if step_size == "auto" and not grid:
+        raise ParamsError("optimizer.step_size is auto but optimizer.step_size_grid is empty")
+    minibatch_size = require_positive_int(training["minibatch_size"], "training.minibatch_size")
+    warmup = lookup(params, "optimizer.warmup_steps")
+    if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
+        raise ParamsError(f"optimizer.warmup_steps must be a non-negative integer, got {warmup!r}")
+    trial = int(per_dataset.get("step_size_trial_samples", 0))
+    if step_size == "auto" and trial <= warmup * minibatch_size:
+        raise ParamsError(
+            f"{prefix}.{dataset}.step_size_trial_samples = {trial} does not reach past the "
+            f"Adagrad warm-up ({warmup} updates x M = {warmup * minibatch_size} samples): the "
+            f"trial would compare untrained models. Raise it or lower optimizer.warmup_steps."
+        )
+    return RunConfig(
+        experiment=experiment,
+        dataset=dataset,
+        algorithm=algorithm,
+        z_dim=z_dim,
+        hidden_units=require_positive_int(
+            lookup(params, f"experiments.{experiment}.{dataset}.hidden_units"),
+            f"experiments.{experiment}.{dataset}.hidden_units",
+        ),
+        ntrain=ntrain,
+        seed=int(training["seed"] if seed is None else seed),
+        samples=require_positive_int(per_dataset.get("samples"), f"{prefix}.{dataset}.samples"),
+        minibatch_size=minibatch_size,
+        samples_per_datapoint=require_positive_int(
+            training["samples_per_datapoint"], "training.samples_per_datapoint"
+        ),
+        estimator=require_choice(training["estimator"], "training.estimator", ESTIMATORS),
+        binarize=require_choice(training["binarize"], "training.binarize", BINARIZATIONS),
+        step_size=None if step_size == "auto" else step_size,
+        step_size_grid=grid,
+        step_size_trial_samples=trial,
+        warmup_steps=warmup,
+        adagrad_eps=require_positive_float(optimizer["adagrad_eps"], "optimizer.adagrad_eps"),
+        weight_prior_std=require_positive_float(
+            optimizer["weight_prior_std"], "optimizer.weight_prior_std"
+        ),
+        init_std=require_positive_float(lookup(params, "model.init_std"), "model.init_std"),
+        eval_points_per_decade=require_positive_int(
+            budgets.get("eval_points_per_decade"), f"{prefix}.eval_points_per_decade"
+        ),
+        eval_first_samples=require_positive_int(
+            budgets.get("eval_first_samples"), f"{prefix}.eval_first_samples"
+        ),
+        eval_train_points=require_positive_int(
+            budgets.get("eval_train_points"), f"{prefix}.eval_train_points"
+        ),
+        eval_test_points=require_positive_int(
+            budgets.get("eval_test_points"), f"{prefix}.eval_test_points"
+        ),
+        checkpoint_every=require_positive_int(
+            budgets.get("checkpoint_every"), f"{prefix}.checkpoint_every"
+        ),
+        device=device or training.get("device", "auto"),
+    )

@@ -1,0 +1,295 @@
+"""The training loop: one run directory per configuration (DESIGN.md "File contracts").
+
+``runs/<experiment>/<run-id>/`` holds ``config.json`` (the resolved configuration),
+``curve.csv`` (tidy: samples_seen, wall_seconds, split, metric, value), ``checkpoints/`` (at fixed
+sample counts, written atomically) and ``final.json``.
+
+Choices a reader should know about:
+- The curve's x-axis is the number of training samples evaluated (Figure 2); evaluations fall on
+  log-spaced sample counts (``eval_points_per_decade`` from ``eval_first_samples``) plus the end.
+- The plotted bound is estimator B with L = 1 on a fixed evaluation subset: the first
+  ``eval_train_points`` training points and the first ``eval_test_points`` test points.
+- Resuming: a run directory with checkpoints and no ``final.json`` was interrupted. The newest
+  checkpoint whose fingerprint (configuration + the method's source code) matches is loaded,
+  including the RNG state and the curve so far, so the resumed run produces the same numbers as an
+  uninterrupted one. Anything else (a finished run, another configuration) starts afresh.
+- A NaN or inf objective stops the run with an error naming the last good checkpoint, which is
+  kept.
+"""
+from __future__ import annotations
+
+import hashlib
+import math
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from tqdm import tqdm
+
+import vae_core
+from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
+from vae_core.training import select_step_size, train_steps
+
+from .data_prepare import PIXEL_SCALE, load_prepared
+from .devices import resolve_device
+from .files import save_torch, write_atomically, write_json
+from .run_config import RunConfig, dataset_spec
+
+CURVE_COLUMNS = ["samples_seen", "wall_seconds", "split", "metric", "value"]
+PROGRESS_CHUNK_STEPS = 200
+
+
+class TrainingDivergedError(RuntimeError):
+    """The objective became non-finite; the message names the last good checkpoint."""
+
+
+@dataclass
+class RunData:
+    train: torch.Tensor  # (Ntrain, D) float32 intensities, on the run's device
+    eval_train: torch.Tensor
+    eval_test: torch.Tensor
+
+
+def evaluation_schedule(first: int, total: int, per_decade: int, batch_size: int) -> list[int]:
+    """Log-spaced sample counts (multiples of M) from ``first`` up to ``total``, and ``total``."""
+    points = set()
+    k = 0
+    while (count := first * 10 ** (k / per_decade)) < total:
+        points.add(max(batch_size, int(round(count / batch_size)) * batch_size))
+        k += 1
+    points.add(total)
+    return sorted(points)
+
+
+def checkpoint_schedule(every: int, total: int, batch_size: int) -> list[int]:
+    """Evenly spaced sample counts (multiples of M) at which checkpoints are written, and the end."""
+    step = max(batch_size, every // batch_size * batch_size)
+    return sorted(set(range(step, total, step)) | {total})
+
+
+def source_fingerprint() -> str:
+    """sha256 over the method's source files, so a checkpoint is never resumed by other code."""
+    digest = hashlib.sha256()
+    roots = [Path(vae_core.__file__).parent, Path(__file__).parent.parent / "baselines"]
+    for root in roots:
+        for path in sorted(root.glob("*.py")):
+            digest.update(path.name.encode())
+            digest.update(path.read_bytes())
+    digest.update(Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def load_run_data(config: RunConfig, prepared_dir: str | Path, device: torch.device) -> RunData:
+    """Training set and evaluation subsets as float32 tensors on ``device`` (pixel / 256)."""
+    arrays = load_prepared(config.prepared_file, prepared_dir)
+
+    def to_tensor(images: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(images.astype(np.float32) / np.float32(PIXEL_SCALE)).to(device)
+
+    train = to_tensor(arrays["train_x"])
+    expected_dim = dataset_spec(config.dataset).x_dim
+    if train.shape[1] != expected_dim:
+        raise ValueError(
+            f"{config.prepared_file}.npz has {train.shape[1]} values per datapoint, expected "
+            f"{expected_dim}; re-run `vaebench data prepare`"
+        )
+    if config.ntrain is not None and train.shape[0] != config.ntrain:
+        raise ValueError(
+            f"{config.prepared_file}.npz holds {train.shape[0]} training points, expected "
+            f"Ntrain = {config.ntrain}"
+        )
+    eval_train = train[: config.eval_train_points]
+    eval_test = to_tensor(arrays["test_x"][: config.eval_test_points])
+    if config.binarize == "dynamic":
+        # A fixed binarization of the evaluation sets (its own generator, so the training RNG
+        # stream is untouched); training minibatches are re-binarized at every step.
+        generator = torch.Generator().manual_seed(config.seed + 1)
+        eval_train = torch.bernoulli(eval_train.cpu(), generator=generator).to(device)
+        eval_test = torch.bernoulli(eval_test.cpu(), generator=generator).to(device)
+    return RunData(train, eval_train, eval_test)
+
+
+def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: torch.device):
+    """A freshly initialized algorithm for ``config`` (consumes the global RNG for the init)."""
+    spec = dataset_spec(config.dataset)
+    model = VariationalAutoEncoder(
+        ModelConfig(spec.x_dim, config.z_dim, config.hidden_units, spec.decoder, config.init_std)
+    ).to(device)
+    optimizer = OptimizerConfig(
+        step_size, config.weight_prior_std, config.warmup_steps, config.adagrad_eps
+    )
+    if config.algorithm == "aevb":
+        return AEVB(model, n_train, optimizer, config.estimator, config.samples_per_datapoint)
+    raise ValueError(f"unknown algorithm {config.algorithm!r}")
+
+
+def checkpoint_path(run_dir: Path, samples_seen: int) -> Path:
+    return run_dir / "checkpoints" / f"samples_{samples_seen:012d}.pt"
+
+
+def find_resumable_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
+    """The newest checkpoint of an interrupted run with the same fingerprint, or None."""
+    if (run_dir / "final.json").exists():
+        return None
+    for path in sorted((run_dir / "checkpoints").glob("samples_*.pt"), reverse=True):
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception:  # an unreadable checkpoint is skipped, not trusted
+            continue
+        if state.get("fingerprint") == fingerprint:
+            state["path"] = str(path)
+            return state
+    return None
+
+
+def capture_rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def restore_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def write_curve(run_dir: Path, rows: list[dict]) -> None:
+    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
+    write_atomically(run_dir / "curve.csv", lambda tmp: frame.to_csv(tmp, index=False))
+
+
+def run_training(
+    config: RunConfig,
+    run_dir: str | Path,
+    prepared_dir: str | Path = "data/prepared",
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_samples: int | None = None,
+) -> dict:
+    """Train one configuration into ``run_dir``; returns the contents of ``final.json``.
+
+    ``stop_after_samples`` ends the process early after that many samples, as if killed right
+    after the checkpoint at or before it (used by the resume tests).
+    """
+    run_dir = Path(run_dir)
+    device = resolve_device(config.device)
+    fingerprint = hashlib.sha256((config.fingerprint() + source_fingerprint()).encode()).hexdigest()
+    data = load_run_data(config, prepared_dir, device)
+    n_train = data.train.shape[0]
+    M = config.minibatch_size
+    total = math.ceil(config.samples / M) * M
+    eval_points = evaluation_schedule(config.eval_first_samples, total, config.eval_points_per_decade, M)
+    checkpoint_points = checkpoint_schedule(config.checkpoint_every, total, M)
+
+    state = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
+    if state is None:
+        for stale in ("checkpoints", "curve.csv", "final.json"):
+            target = run_dir / stale
+            shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    write_json(
+        run_dir / "config.json",
+        {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
+         "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points},
+    )
+
+    binarize = config.binarize == "dynamic"
+    if state is None:
+        trial_scores: dict[float, float] = {}
+        step_size = config.step_size
+        trial_start = time.perf_counter()
+        if step_size is None:
+            step_size, trial_scores = select_step_size(
+                lambda s: build_algorithm(config, s, n_train, device),
+                config.step_size_grid,
+                data.train,
+                data.eval_train,
+                config.step_size_trial_samples // M,
+                M,
+                config.seed,
+                binarize,
+            )
+        trial_seconds = time.perf_counter() - trial_start
+        torch.manual_seed(config.seed)
+        algorithm = build_algorithm(config, step_size, n_train, device)
+        samples_seen, rows = 0, []
+        train_seconds = eval_seconds = 0.0
+        resumed_from = None
+    else:
+        step_size, trial_scores = state["step_size"], state["step_size_trial_scores"]
+        trial_seconds = state["trial_seconds"]
+        algorithm = build_algorithm(config, step_size, n_train, device)
+        algorithm.load_state_dict(state["algorithm"])
+        restore_rng_state(state["rng"], device)
+        samples_seen, rows = state["samples_seen"], list(state["curve_rows"])
+        train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
+        resumed_from = state["path"]
+
+    last_checkpoint = resumed_from
+    bar = tqdm(
+        total=total, initial=samples_seen, unit="sample", unit_scale=True, disable=not progress,
+        desc=f"{config.algorithm} {config.dataset} Nz={config.z_dim}", mininterval=1.0,
+    )
+    events = sorted(set(eval_points) | set(checkpoint_points))
+    try:
+        for event in (e for e in events if e > samples_seen):
+            while samples_seen < event:
+                steps = min(PROGRESS_CHUNK_STEPS, (event - samples_seen) // M)
+                start = time.perf_counter()
+                try:
+                    last = train_steps(algorithm, data.train, steps, M, binarize)
+                except NonFiniteLossError as err:
+                    raise TrainingDivergedError(
+                        f"run {run_dir} diverged between {samples_seen} and {samples_seen + steps * M} "
+                        f"samples: {err} Last good checkpoint: {last_checkpoint or 'none yet'}."
+                    ) from err
+                train_seconds += time.perf_counter() - start
+                samples_seen += steps * M
+                bar.update(steps * M)
+                bar.set_postfix(bound=f"{last:.1f}", refresh=False)
+            if event in eval_points:
+                start = time.perf_counter()
+                for split, x in (("train", data.eval_train), ("test", data.eval_test)):
+                    value = algorithm.evaluate_lower_bound(x)
+                    rows.append(
+                        {"samples_seen": samples_seen, "wall_seconds": round(trial_seconds + train_seconds + eval_seconds, 3),
+                         "split": split, "metric": "lower_bound", "value": value}
+                    )
+                eval_seconds += time.perf_counter() - start
+                write_curve(run_dir, rows)
+            if event in checkpoint_points:
+                last_checkpoint = str(checkpoint_path(run_dir, samples_seen))
+                save_torch(
+                    last_checkpoint,
+                    {"fingerprint": fingerprint, "samples_seen": samples_seen,
+                     "algorithm": algorithm.state_dict(), "rng": capture_rng_state(device),
+                     "curve_rows": rows, "step_size": step_size,
+                     "step_size_trial_scores": trial_scores, "trial_seconds": trial_seconds,
+                     "train_seconds": train_seconds, "eval_seconds": eval_seconds},
+                )
+                if stop_after_samples is not None and samples_seen >= stop_after_samples:
+                    return {"stopped_at": samples_seen}
+    finally:
+        bar.close()
+
+    final_rows = {row["split"]: row["value"] for row in rows if row["samples_seen"] == samples_seen}
+    final = {
+        "samples_seen": samples_seen,
+        "step_size": step_size,
+        "step_size_trial_scores": {str(k): v for k, v in trial_scores.items()},
+        "final_train_lower_bound": final_rows.get("train"),
+        "final_test_lower_bound": final_rows.get("test"),
+        "trial_seconds": round(trial_seconds, 3),
+        "train_seconds": round(train_seconds, 3),
+        "eval_seconds": round(eval_seconds, 3),
+        "training_samples_per_second": round(samples_seen / train_seconds, 1) if train_seconds else None,
+        "device": str(device),
+        "resumed_from": resumed_from,
+    }
+    write_json(run_dir / "final.json", final)
+    return final

@@ -1,0 +1,172 @@
+"""The training loop: schedules, determinism, resume after a kill, NaN handling, step-size trial."""
+import copy
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from pipeline.params import load_params
+from pipeline.run_config import build_run_config
+from pipeline.train import (
+    TrainingDivergedError,
+    checkpoint_schedule,
+    evaluation_schedule,
+    run_training,
+)
+from vae_core import AEVB, NonFiniteLossError
+from vae_core.training import select_step_size
+
+from .conftest import REPO
+
+
+@pytest.fixture
+def tiny_setup(tmp_path):
+    """A params file and prepared MNIST-shaped data small enough to train in about a second."""
+    rng = np.random.default_rng(0)
+    prepared = tmp_path / "prepared"
+    prepared.mkdir()
+    images = (rng.random((600, 784)) < 0.2) * rng.integers(0, 256, (600, 784))
+    np.savez(prepared / "mnist.npz", train_x=images[:400].astype(np.uint8),
+             test_x=images[400:].astype(np.uint8))
+    params = load_params(REPO / "params.yaml")
+    params["profile"] = "smoke"
+    params["experiments"]["fig2"]["mnist"]["hidden_units"] = 16
+    params["optimizer"]["warmup_steps"] = 5
+    params["profiles"]["smoke"]["fig2"] = {
+        "mnist": {"samples": 4000, "step_size_trial_samples": 1000},
+        "eval_points_per_decade": 4, "eval_first_samples": 200, "eval_train_points": 200,
+        "eval_test_points": 100, "checkpoint_every": 1000,
+    }
+    params_path = tmp_path / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    return params, params_path, prepared, tmp_path
+
+
+def config_of(params, **overrides):
+    return build_run_config(params, "fig2", "mnist", "aevb", 3, **overrides)
+
+
+def curve_values(run_dir):
+    return pd.read_csv(Path(run_dir) / "curve.csv")[["samples_seen", "split", "value"]]
+
+
+def test_evaluation_schedule_is_log_spaced_and_ends_at_the_budget():
+    points = evaluation_schedule(1000, 1_000_000, 5, 100)
+    assert points[0] == 1000 and points[-1] == 1_000_000
+    assert all(p % 100 == 0 for p in points) and points == sorted(set(points))
+    ratios = np.diff(np.log10(points[:-1]))
+    assert np.allclose(ratios, 0.2, atol=0.02)
+    assert checkpoint_schedule(250_000, 1_000_000, 100) == [250_000, 500_000, 750_000, 1_000_000]
+
+
+def test_same_seed_gives_the_same_numbers(tiny_setup):
+    params, _, prepared, tmp = tiny_setup
+    first = run_training(config_of(params), tmp / "a", prepared, progress=False)
+    second = run_training(config_of(params), tmp / "b", prepared, progress=False)
+    pd.testing.assert_frame_equal(curve_values(tmp / "a"), curve_values(tmp / "b"))
+    assert first["step_size"] == second["step_size"]
+    other_seed = run_training(config_of(params, seed=2), tmp / "c", prepared, progress=False)
+    assert other_seed["final_test_lower_bound"] != first["final_test_lower_bound"]
+
+
+def test_training_improves_the_bound(tiny_setup):
+    params, _, prepared, tmp = tiny_setup
+    run_training(config_of(params), tmp / "run", prepared, progress=False)
+    curve = pd.read_csv(tmp / "run" / "curve.csv")
+    train = curve[curve.split == "train"].sort_values("samples_seen").value.to_numpy()
+    assert np.isfinite(train).all() and train[-1] > train[0] + 5
+
+
+def test_resume_after_interruption_gives_the_uninterrupted_curve(tiny_setup):
+    params, _, prepared, tmp = tiny_setup
+    run_training(config_of(params), tmp / "whole", prepared, progress=False)
+    stopped = run_training(config_of(params), tmp / "split", prepared, progress=False,
+                           stop_after_samples=2000)
+    assert stopped == {"stopped_at": 2000}
+    assert not (tmp / "split" / "final.json").exists()
+    final = run_training(config_of(params), tmp / "split", prepared, progress=False)
+    assert final["resumed_from"].endswith("samples_000000002000.pt")
+    pd.testing.assert_frame_equal(curve_values(tmp / "whole"), curve_values(tmp / "split"))
+
+
+def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
+    params, params_path, prepared, tmp = tiny_setup
+    params = copy.deepcopy(params)
+    params["profiles"]["smoke"]["fig2"]["mnist"]["samples"] = 400_000
+    params["profiles"]["smoke"]["fig2"]["checkpoint_every"] = 4_000
+    params_path.write_text(yaml.safe_dump(params))
+    run_dir = tmp / "killed"
+    command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3",
+               "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir),
+               "--no-progress"]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((run_dir / "checkpoints").glob("*.pt"))) < 3:
+        assert process.poll() is None, process.stderr.read().decode()
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (run_dir / "final.json").exists(), "the run finished before it could be killed"
+    final = run_training(config_of(params), run_dir, prepared, progress=False)
+    assert final["resumed_from"] is not None
+    run_training(config_of(params), tmp / "whole", prepared, progress=False)
+    pd.testing.assert_frame_equal(curve_values(tmp / "whole"), curve_values(run_dir))
+
+
+def test_a_changed_configuration_does_not_resume(tiny_setup):
+    params, _, prepared, tmp = tiny_setup
+    run_training(config_of(params), tmp / "run", prepared, progress=False, stop_after_samples=1000)
+    changed = copy.deepcopy(params)
+    changed["training"]["seed"] = 99
+    final = run_training(config_of(changed), tmp / "run", prepared, progress=False)
+    assert final["resumed_from"] is None
+
+
+def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, monkeypatch):
+    params, _, prepared, tmp = tiny_setup
+    calls = {"n": 0}
+    original = AEVB.step
+
+    def step_that_breaks(self, x_batch, indices=None):
+        calls["n"] += 1
+        if calls["n"] > 25:  # after the 2,000-sample checkpoint, before the 3,000 one
+            raise NonFiniteLossError("the minibatch lower bound became nan")
+        return original(self, x_batch, indices)
+
+    params_fixed = copy.deepcopy(params)
+    params_fixed["optimizer"]["step_size"] = 0.02
+    config = config_of(params_fixed)
+    monkeypatch.setattr(AEVB, "step", step_that_breaks)
+    with pytest.raises(TrainingDivergedError, match="samples_000000002000.pt"):
+        run_training(config, tmp / "run", prepared, progress=False)
+    assert (tmp / "run" / "checkpoints" / "samples_000000002000.pt").exists()
+    assert not (tmp / "run" / "final.json").exists()
+    state = torch.load(tmp / "run" / "checkpoints" / "samples_000000002000.pt", weights_only=False)
+    assert all(torch.isfinite(t).all() for t in state["algorithm"]["model"].values())
+
+
+def test_step_size_trial_picks_the_best_and_survives_divergence():
+    class Scripted:
+        def __init__(self, step_size):
+            self.step_size = step_size
+
+        def step(self, x_batch, indices):
+            if self.step_size == 0.1:
+                raise NonFiniteLossError("diverged")
+            return 0.0
+
+        def evaluate_lower_bound(self, x):
+            return {0.01: -120.0, 0.02: -110.0}[self.step_size]
+
+    x = torch.rand(50, 4)
+    best, scores = select_step_size(Scripted, [0.01, 0.02, 0.1], x, x, 3, 10, seed=0)
+    assert best == 0.02 and scores[0.1] == -math.inf and scores[0.01] == -120.0

@@ -1,0 +1,40 @@
+"""The one interface every training algorithm (AEVB, wake-sleep, MCEM) shares.
+
+The training loop in ``pipeline/`` treats all algorithms alike: it draws minibatches, calls
+``step``, and at evaluation points calls ``evaluate_lower_bound``. Checkpoints are the
+algorithm's ``state_dict``.
+"""
+from __future__ import annotations
+
+from typing import Protocol
+
+import torch
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The objective became NaN or infinite; training must stop and keep its last good checkpoint."""
+
+
+class TrainingAlgorithm(Protocol):
+    name: str
+
+    def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor) -> float:
+        """One update on a minibatch; returns the minibatch's average objective per datapoint."""
+
+    def evaluate_lower_bound(self, x: torch.Tensor) -> float:
+        """Average SGVB lower bound per datapoint on a dataset (no parameter change)."""
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+
+def check_finite(value: torch.Tensor, what: str, step: int) -> float:
+    """Return ``value`` as a float, or raise NonFiniteLossError naming the quantity and the step."""
+    number = float(value.detach()) if isinstance(value, torch.Tensor) else float(value)
+    if number != number or number in (float("inf"), float("-inf")):
+        raise NonFiniteLossError(
+            f"{what} became {number} at update {step}; the parameters after this step are not "
+            f"usable. Try a smaller Adagrad step size (optimizer.step_size) or check the data."
+        )
+    return number
