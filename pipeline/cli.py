@@ -1,14 +1,17 @@
 """``vaebench``: the one command-line entry; DVC stages only call it."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
 
 from vae_core import NonFiniteLossError
 
-from .cli_data import data
-from .devices import DEVICE_CHOICES
+from .data_commands import data
+from .bench import run_bench
+from .devices import DEVICE_CHOICES, resolve_device
+from .files import write_json
 from .params import ParamsError, load_params
 from .run_config import ALGORITHMS, DATASETS, build_run_config
 from .train import TrainingDivergedError, run_training
@@ -53,6 +56,19 @@ def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, par
         f"train bound {final['final_train_lower_bound']:.2f}, test bound "
         f"{final['final_test_lower_bound']:.2f}, {final['training_samples_per_second']:,.0f} samples/s"
     )
+
+
+@main.command()
+@click.option("--steps", type=int, default=300, show_default=True, help="Updates per repeat.")
+@click.option("--repeats", type=int, default=5, show_default=True)
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=Path("data/prepared"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench.json"), show_default=True)
+def bench(steps, repeats, device, prepared_dir, out) -> None:
+    """Measure training throughput (samples/s, medians over repeats) and write a JSON report."""
+    results = run_bench(prepared_dir, resolve_device(device), steps, repeats)
+    write_json(out, results)
+    click.echo(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

@@ -34,7 +34,7 @@ import vae_core
 from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
 from vae_core.training import select_step_size, train_steps
 
-from .data_prepare import PIXEL_SCALE, load_prepared
+from .prepare import PIXEL_SCALE, load_prepared
 from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
 from .run_config import RunConfig, dataset_spec

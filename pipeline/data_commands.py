@@ -1,0 +1,59 @@
+"""``vaebench data download`` and ``vaebench data prepare`` (the DVC stages of the same names)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .download import DataDownloadError, download_all, mirrors_from
+from .params import ParamsError, load_params, lookup, require_positive_int
+from .prepare import DataPrepareError, prepare_all
+from .restricted_unpickle import UnsafePickleError
+
+PARAMS_OPTION = click.option(
+    "--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
+)
+
+
+@click.group()
+def data() -> None:
+    """Fetch and prepare the datasets (MNIST, Frey Face)."""
+
+
+@data.command()
+@PARAMS_OPTION
+@click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
+@click.option("--mirror", "extra_mirrors", multiple=True, help="A mirror folder or URL prefix to try first (repeatable).")
+def download(params_path, raw_dir, extra_mirrors) -> None:
+    """Fetch every dataset file from a mirror or its canonical URL, verifying its sha256."""
+    try:
+        params = load_params(params_path)
+        mirrors = list(extra_mirrors) + mirrors_from(lookup(params, "data.mirrors"))
+        timeout = float(lookup(params, "data.download_timeout_seconds"))
+        report = download_all(raw_dir or lookup(params, "data.raw_dir"), mirrors, timeout)
+    except (ParamsError, DataDownloadError) as err:
+        raise click.ClickException(str(err)) from err
+    for name, entry in report.items():
+        click.echo(f"{name}: verified sha256 {entry['sha256'][:16]}... from {entry['source']}")
+
+
+@data.command()
+@PARAMS_OPTION
+@click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+def prepare(params_path, raw_dir, prepared_dir) -> None:
+    """Check the raw files and write the .npz splits used for training."""
+    try:
+        params = load_params(params_path)
+        summary = prepare_all(
+            raw_dir or lookup(params, "data.raw_dir"),
+            prepared_dir or lookup(params, "data.prepared_dir"),
+            require_positive_int(lookup(params, "data.mnist.subset_ntrain"), "data.mnist.subset_ntrain"),
+            require_positive_int(lookup(params, "data.frey_face.train_size"), "data.frey_face.train_size"),
+            int(lookup(params, "data.frey_face.split_seed")),
+        )
+    except (ParamsError, DataPrepareError, UnsafePickleError) as err:
+        raise click.ClickException(str(err)) from err
+    for name, entry in summary.items():
+        if isinstance(entry, dict):
+            click.echo(f"{name}: {entry['arrays']}")

@@ -1,0 +1,149 @@
+"""The ``prepare`` stage: verified pickles in, ``.npz`` splits out (DESIGN.md: data/prepared).
+
+- ``mnist.npz``: the authors' split of ``mnist.pkl.gz``: 50,000 train (the first 50,000 official
+  training images), 10,000 valid (the last 10,000), 10,000 test (the official test set).
+- ``mnist_ntrain1000.npz``: Figure 3's Ntrain = 1,000 training set. The paper does not say which
+  1,000; we take the **first** 1,000 training images (``data.mnist.subset_ntrain``), which are also
+  the first 1,000 training points the paper evaluates the marginal likelihood on (Appendix E).
+- ``frey_face.npz``: the paper gives no split; a seeded permutation
+  (``numpy.random.default_rng(data.frey_face.split_seed)``) of the 1,965 faces, the first
+  ``data.frey_face.train_size`` (1,600) for training and the other 365 for testing (the authors'
+  later script split 1,600 / 365).
+- ``datasets.json``: shapes, file hashes and split parameters.
+
+Images are stored as uint8 pixels; the model sees pixel / 256 (``PIXEL_SCALE``), as the authors'
+code did (``mnist.pkl.gz`` holds exactly float32(pixel) / 256).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+from pathlib import Path
+
+import numpy as np
+
+from .dataset_sources import FREY_FACE_PKL, MNIST_PKL, ArrayExpectation, SourceFile
+from .download import sha256_of
+from .files import write_atomically, write_json
+from .restricted_unpickle import load_numpy_pickle
+
+PIXEL_SCALE = 256.0
+PREPARED_NAMES = ("mnist", "mnist_ntrain1000", "frey_face")
+
+
+class DataPrepareError(RuntimeError):
+    """A raw file or a decoded array is not what the suite expects."""
+
+
+class UnknownDatasetError(ValueError):
+    """A dataset name the suite does not know."""
+
+
+def array_sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def check_array(array: np.ndarray, expected: ArrayExpectation, what: str) -> np.ndarray:
+    if array.shape != expected.shape or str(array.dtype) != expected.dtype:
+        raise DataPrepareError(
+            f"{what}: expected {expected.dtype} {expected.shape}, got {array.dtype} {array.shape}"
+        )
+    actual = array_sha256(array)
+    if actual != expected.sha256:
+        raise DataPrepareError(f"{what}: content sha256 {actual} does not match the expected {expected.sha256}")
+    return array
+
+
+def verified_raw_file(raw_dir: Path, source: SourceFile) -> Path:
+    path = raw_dir / source.name
+    if not path.is_file():
+        raise DataPrepareError(f"{path} is missing: run `vaebench data download` (or `dvc repro download`)")
+    actual = sha256_of(path)
+    if actual != source.sha256:
+        raise DataPrepareError(
+            f"{path} has sha256 {actual}, expected {source.sha256}: it is not the file the suite "
+            f"expects; delete it and run `vaebench data download`"
+        )
+    return path
+
+
+def grey_levels_to_pixels(images: np.ndarray, what: str) -> np.ndarray:
+    """float32 pixel / 256 back to uint8 pixels, refusing anything that is not exactly that."""
+    pixels = images.astype(np.float64) * PIXEL_SCALE
+    as_uint8 = pixels.astype(np.uint8)
+    if not np.array_equal(as_uint8.astype(np.float64), pixels):
+        raise DataPrepareError(f"{what}: values are not exact multiples of 1/256")
+    return as_uint8
+
+
+def load_mnist(raw_dir: Path) -> dict[str, np.ndarray]:
+    path = verified_raw_file(raw_dir, MNIST_PKL)
+    with gzip.open(path, "rb") as handle:
+        splits = load_numpy_pickle(handle)
+    arrays = {}
+    for split, (images, labels) in zip(("train", "valid", "test"), splits):
+        for key, value in ((f"{split}_x", grey_levels_to_pixels(images, f"mnist {split} images")),
+                           (f"{split}_y", labels)):
+            arrays[key] = check_array(value, MNIST_PKL.arrays[key], f"mnist {key}")
+    return arrays
+
+
+def load_frey_faces(raw_dir: Path) -> np.ndarray:
+    path = verified_raw_file(raw_dir, FREY_FACE_PKL)
+    with open(path, "rb") as handle:
+        (faces,) = load_numpy_pickle(handle)
+    return check_array(faces, FREY_FACE_PKL.arrays["faces"], "frey_face faces")
+
+
+def frey_face_split(n_faces: int, train_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Train and test indices of a seeded permutation of the faces."""
+    if not 0 < train_size < n_faces:
+        raise DataPrepareError(f"data.frey_face.train_size must be between 1 and {n_faces - 1}, got {train_size}")
+    permutation = np.random.default_rng(seed).permutation(n_faces)
+    return np.sort(permutation[:train_size]), np.sort(permutation[train_size:])
+
+
+def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict:
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as handle:  # a file object: np.savez adds no ".npz" suffix
+            np.savez(handle, **arrays)
+
+    write_atomically(path, write)
+    return {"sha256": sha256_of(path), "arrays": {k: list(v.shape) for k, v in arrays.items()}}
+
+
+def prepare_all(raw_dir: str | Path, prepared_dir: str | Path, mnist_subset: int,
+                frey_train_size: int, frey_split_seed: int) -> dict:
+    """Write every prepared file and ``datasets.json``; returns the summary written there."""
+    raw_dir, prepared_dir = Path(raw_dir), Path(prepared_dir)
+    prepared_dir.mkdir(parents=True, exist_ok=True)
+    mnist = load_mnist(raw_dir)
+    if not 0 < mnist_subset <= mnist["train_x"].shape[0]:
+        raise DataPrepareError(f"data.mnist.subset_ntrain must be between 1 and 50000, got {mnist_subset}")
+    subset = dict(mnist, train_x=mnist["train_x"][:mnist_subset], train_y=mnist["train_y"][:mnist_subset],
+                  train_indices=np.arange(mnist_subset))
+    faces = load_frey_faces(raw_dir)
+    train_idx, test_idx = frey_face_split(faces.shape[0], frey_train_size, frey_split_seed)
+    frey = {"train_x": faces[train_idx], "test_x": faces[test_idx],
+            "train_indices": train_idx, "test_indices": test_idx}
+    summary = {
+        "pixel_scale": PIXEL_SCALE,
+        "mnist": {**save_npz(prepared_dir / "mnist.npz", mnist), "source": MNIST_PKL.sha256},
+        f"mnist_ntrain{mnist_subset}": {**save_npz(prepared_dir / f"mnist_ntrain{mnist_subset}.npz", subset),
+                                        "source": MNIST_PKL.sha256, "subset": f"first {mnist_subset} training images"},
+        "frey_face": {**save_npz(prepared_dir / "frey_face.npz", frey), "source": FREY_FACE_PKL.sha256,
+                      "split_seed": frey_split_seed, "train_size": frey_train_size},
+    }
+    write_json(prepared_dir / "datasets.json", summary)
+    return summary
+
+
+def load_prepared(name: str, prepared_dir: str | Path) -> dict[str, np.ndarray]:
+    """The arrays of one prepared file (``mnist``, ``mnist_ntrain1000`` or ``frey_face``)."""
+    path = Path(prepared_dir) / f"{name}.npz"
+    if not path.is_file():
+        if name.startswith("mnist_ntrain") or name in PREPARED_NAMES:
+            raise FileNotFoundError(f"{path} not found: run `vaebench data prepare` (or `dvc repro prepare`)")
+        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(PREPARED_NAMES)}")
+    with np.load(path) as arrays:
+        return {key: arrays[key] for key in arrays.files}
