@@ -170,3 +170,27 @@ def test_step_size_trial_picks_the_best_and_survives_divergence():
     x = torch.rand(50, 4)
     best, scores = select_step_size(Scripted, [0.01, 0.02, 0.1], x, x, 3, 10, seed=0)
     assert best == 0.02 and scores[0.1] == -math.inf and scores[0.01] == -120.0
+
+
+@pytest.mark.parametrize("mutate, message", [
+    (lambda p: p.update(profile="huge"), "profile 'huge' is not defined"),
+    (lambda p: p["profiles"]["smoke"]["fig2"]["mnist"].update(samples=-5), "samples must be a positive integer"),
+    (lambda p: p["profiles"]["smoke"]["fig2"]["mnist"].update(step_size_trial_samples=100), "warm-up"),
+    (lambda p: p["training"].update(estimator="C"), "training.estimator must be one of A, B"),
+    (lambda p: p["optimizer"].update(step_size=-0.1), "optimizer.step_size must be a positive number"),
+])
+def test_bad_params_values_are_named(tiny_setup, mutate, message):
+    from pipeline.params import ParamsError
+
+    params = copy.deepcopy(tiny_setup[0])
+    mutate(params)
+    with pytest.raises(ParamsError, match=message):
+        config_of(params)
+
+
+def test_unknown_dataset_is_named():
+    from pipeline.params import ParamsError
+
+    params = load_params(REPO / "params.yaml")
+    with pytest.raises(ParamsError, match="unknown dataset 'cifar'.*mnist, frey_face"):
+        build_run_config(params, "fig2", "cifar", "aevb", 3)
