@@ -51,10 +51,13 @@ def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, par
         )
     except (ParamsError, TrainingDivergedError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
+    bounds = "".join(
+        f", {split} bound {final[f'final_{split}_lower_bound']:.2f}" for split in ("train", "test")
+        if final[f"final_{split}_lower_bound"] is not None
+    )
     click.echo(
-        f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}, "
-        f"train bound {final['final_train_lower_bound']:.2f}, test bound "
-        f"{final['final_test_lower_bound']:.2f}, {final['training_samples_per_second']:,.0f} samples/s"
+        f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}{bounds}, "
+        f"{final['training_samples_per_second']:,.0f} samples/s"
     )
 
 

@@ -20,7 +20,7 @@ from .params import (
     require_positive_int,
 )
 
-ALGORITHMS = ("aevb",)
+ALGORITHMS = ("aevb", "wake_sleep", "mcem")
 ESTIMATORS = ("A", "B")
 BINARIZATIONS = ("none", "dynamic")
 
@@ -33,11 +33,12 @@ class DatasetSpec:
     x_dim: int
     decoder: str  # bernoulli for [0, 1] grey levels (MNIST), gaussian for continuous (Frey Face)
     image_shape: tuple[int, int]
+    full_train_size: int | None  # Ntrain of the whole train split; subsets exist only where set
 
 
 DATASETS = {
-    "mnist": DatasetSpec("mnist", 784, "bernoulli", (28, 28)),
-    "frey_face": DatasetSpec("frey_face", 560, "gaussian", (28, 20)),
+    "mnist": DatasetSpec("mnist", 784, "bernoulli", (28, 28), 50_000),
+    "frey_face": DatasetSpec("frey_face", 560, "gaussian", (28, 20), None),
 }
 
 
@@ -87,9 +88,9 @@ class RunConfig:
     @property
     def prepared_file(self) -> str:
         """The prepared .npz this run trains on (DESIGN.md: data/prepared)."""
-        if self.dataset == "mnist" and self.ntrain is not None:
-            return f"mnist_ntrain{self.ntrain}"
-        return self.dataset
+        if self.ntrain is None or self.ntrain == dataset_spec(self.dataset).full_train_size:
+            return self.dataset
+        return f"{self.dataset}_ntrain{self.ntrain}"
 
     def default_run_dir(self, runs_root: str | Path = "runs") -> Path:
         name = f"{self.dataset}_nz{self.z_dim}_h{self.hidden_units}_{self.algorithm}"
@@ -109,8 +110,10 @@ def build_run_config(
     device: str | None = None,
 ) -> RunConfig:
     """Resolve one run from params.yaml: the experiment's architecture, the profile's budget."""
-    dataset_spec(dataset)
+    spec = dataset_spec(dataset)
     require_choice(algorithm, "algorithm", ALGORITHMS)
+    if ntrain is not None and (spec.full_train_size is None or not 0 < ntrain <= spec.full_train_size):
+        raise ParamsError(f"--ntrain {ntrain} is not available for {dataset} (subsets of MNIST's 50,000 only)")
     require_positive_int(z_dim, "nz")
     profile = active_profile(params)
     if experiment not in profile:

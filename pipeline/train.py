@@ -31,6 +31,7 @@ import torch
 from tqdm import tqdm
 
 import vae_core
+from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
 from vae_core.training import select_step_size, train_steps
 
@@ -124,6 +125,10 @@ def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: t
     )
     if config.algorithm == "aevb":
         return AEVB(model, n_train, optimizer, config.estimator, config.samples_per_datapoint)
+    if config.algorithm == "wake_sleep":
+        return WakeSleep(model, n_train, optimizer)
+    if config.algorithm == "mcem":
+        return MonteCarloEM(model, n_train, optimizer, batch_size=config.minibatch_size)
     raise ValueError(f"unknown algorithm {config.algorithm!r}")
 
 
@@ -157,6 +162,22 @@ def restore_rng_state(state: dict, device: torch.device) -> None:
     torch.set_rng_state(state["cpu"])
     if device.type == "cuda" and "cuda" in state:
         torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def evaluation_rows(algorithm, data: RunData, samples_seen: int, wall_seconds: float) -> list[dict]:
+    """The curve rows of one evaluation: the lower bound on train and test (for algorithms that
+    have one) and any algorithm-specific metrics (e.g. MCEM's acceptance rate), split "train"."""
+    rows = []
+    for split, x in (("train", data.eval_train), ("test", data.eval_test)):
+        value = algorithm.evaluate_lower_bound(x)
+        if value is not None:
+            rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": split,
+                         "metric": "lower_bound", "value": value})
+    extra = getattr(algorithm, "extra_metrics", None)
+    for metric, value in (extra() if extra else {}).items():
+        rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": "train",
+                     "metric": metric, "value": value})
+    return rows
 
 
 def write_curve(run_dir: Path, rows: list[dict]) -> None:
@@ -254,12 +275,8 @@ def run_training(
                 bar.set_postfix(bound=f"{last:.1f}", refresh=False)
             if event in eval_points:
                 start = time.perf_counter()
-                for split, x in (("train", data.eval_train), ("test", data.eval_test)):
-                    value = algorithm.evaluate_lower_bound(x)
-                    rows.append(
-                        {"samples_seen": samples_seen, "wall_seconds": round(trial_seconds + train_seconds + eval_seconds, 3),
-                         "split": split, "metric": "lower_bound", "value": value}
-                    )
+                rows += evaluation_rows(algorithm, data, samples_seen,
+                                        round(trial_seconds + train_seconds + eval_seconds, 3))
                 eval_seconds += time.perf_counter() - start
                 write_curve(run_dir, rows)
             if event in checkpoint_points:
@@ -277,7 +294,8 @@ def run_training(
     finally:
         bar.close()
 
-    final_rows = {row["split"]: row["value"] for row in rows if row["samples_seen"] == samples_seen}
+    final_rows = {row["split"]: row["value"] for row in rows
+                  if row["samples_seen"] == samples_seen and row["metric"] == "lower_bound"}
     final = {
         "samples_seen": samples_seen,
         "step_size": step_size,
@@ -290,6 +308,7 @@ def run_training(
         "training_samples_per_second": round(samples_seen / train_seconds, 1) if train_seconds else None,
         "device": str(device),
         "resumed_from": resumed_from,
+        "final_metrics": getattr(algorithm, "extra_metrics", dict)(),
     }
     write_json(run_dir / "final.json", final)
     return final

@@ -51,8 +51,8 @@ def tiny_setup(tmp_path):
     return params, params_path, prepared, tmp_path
 
 
-def config_of(params, **overrides):
-    return build_run_config(params, "fig2", "mnist", "aevb", 3, **overrides)
+def config_of(params, algorithm="aevb", **overrides):
+    return build_run_config(params, "fig2", "mnist", algorithm, 3, **overrides)
 
 
 def curve_values(run_dir):
@@ -86,16 +86,23 @@ def test_training_improves_the_bound(tiny_setup):
     assert np.isfinite(train).all() and train[-1] > train[0] + 5
 
 
-def test_resume_after_interruption_gives_the_uninterrupted_curve(tiny_setup):
+@pytest.mark.parametrize("algorithm", ["aevb", "wake_sleep", "mcem"])
+def test_resume_after_interruption_gives_the_uninterrupted_curve(tiny_setup, algorithm):
     params, _, prepared, tmp = tiny_setup
-    run_training(config_of(params), tmp / "whole", prepared, progress=False)
-    stopped = run_training(config_of(params), tmp / "split", prepared, progress=False,
-                           stop_after_samples=2000)
+    config = config_of(params, algorithm)
+    run_training(config, tmp / "whole", prepared, progress=False)
+    stopped = run_training(config, tmp / "split", prepared, progress=False, stop_after_samples=2000)
     assert stopped == {"stopped_at": 2000}
     assert not (tmp / "split" / "final.json").exists()
-    final = run_training(config_of(params), tmp / "split", prepared, progress=False)
+    final = run_training(config, tmp / "split", prepared, progress=False)
     assert final["resumed_from"].endswith("samples_000000002000.pt")
-    pd.testing.assert_frame_equal(curve_values(tmp / "whole"), curve_values(tmp / "split"))
+    whole, split = curve_values(tmp / "whole"), curve_values(tmp / "split")
+    assert len(whole) > 0
+    pd.testing.assert_frame_equal(whole, split)
+    last = "checkpoints/samples_000000004000.pt"
+    a = torch.load(tmp / "whole" / last, weights_only=False)["algorithm"]["model"]
+    b = torch.load(tmp / "split" / last, weights_only=False)["algorithm"]["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
@@ -164,7 +171,7 @@ def test_step_size_trial_picks_the_best_and_survives_divergence():
                 raise NonFiniteLossError("diverged")
             return 0.0
 
-        def evaluate_lower_bound(self, x):
+        def trial_score(self, x):
             return {0.01: -120.0, 0.02: -110.0}[self.step_size]
 
     x = torch.rand(50, 4)

@@ -68,6 +68,9 @@ class AEVB:
     def evaluate_lower_bound(self, x: torch.Tensor) -> float:
         return average_lower_bound(self.model, x)
 
+    def trial_score(self, x_eval: torch.Tensor) -> float:
+        return self.evaluate_lower_bound(x_eval)
+
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 

@@ -21,8 +21,12 @@ class TrainingAlgorithm(Protocol):
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor) -> float:
         """One update on a minibatch; returns the minibatch's average objective per datapoint."""
 
-    def evaluate_lower_bound(self, x: torch.Tensor) -> float:
-        """Average SGVB lower bound per datapoint on a dataset (no parameter change)."""
+    def evaluate_lower_bound(self, x: torch.Tensor) -> float | None:
+        """Average SGVB lower bound per datapoint on a dataset (no parameter change); None for an
+        algorithm without an encoder (MCEM)."""
+
+    def trial_score(self, x_eval: torch.Tensor) -> float:
+        """How well the first iterations went, to choose the Adagrad step size (Section 5)."""
 
     def state_dict(self) -> dict: ...
 

@@ -53,8 +53,9 @@ def select_step_size(
     iterations" (Section 5).
 
     Every candidate starts from the same seed (so the same initialization and the same minibatches),
-    trains ``trial_steps`` updates, and is scored by the average lower bound on ``x_eval`` (a subset
-    of the training set). A candidate that diverges (NaN/inf) scores -inf. Returns the best step size
+    trains ``trial_steps`` updates, and is scored by ``algorithm.trial_score(x_eval)``: the average
+    lower bound on ``x_eval`` (a subset of the training set), or for MCEM, which has no bound, its
+    recent objective log p(x, z) on the training minibatches. A candidate that diverges (NaN/inf) scores -inf. Returns the best step size
     and every score.
     """
     scores: dict[float, float] = {}
@@ -63,7 +64,7 @@ def select_step_size(
         algorithm = build_algorithm(step_size)
         try:
             train_steps(algorithm, x_train, trial_steps, batch_size, binarize)
-            score = algorithm.evaluate_lower_bound(x_eval)
+            score = algorithm.trial_score(x_eval)
         except NonFiniteLossError:
             score = -math.inf
         scores[float(step_size)] = score if math.isfinite(score) else -math.inf
