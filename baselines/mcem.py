@@ -26,11 +26,10 @@ import math
 
 import torch
 
-from vae_core.aevb import OptimizerConfig
 from vae_core.algorithm import check_finite
 from vae_core.hmc import adapt_step_size_to_mean, hmc_step
 from vae_core.model import VariationalAutoEncoder
-from vae_core.optim import WarmupAdagrad
+from vae_core.optim import OptimizerConfig, WarmupAdagrad
 
 
 class MonteCarloEM:
@@ -57,10 +56,7 @@ class MonteCarloEM:
         self.chains = torch.randn(n_train, model.config.z_dim, device=parameter.device, dtype=parameter.dtype)
         signs = torch.randint(0, 2, (n_train,), device=parameter.device) * 2 - 1
         self.step_sizes = initial_step_size * signs.to(parameter.dtype)
-        self.decoder_optimizer = WarmupAdagrad(
-            model.decoder, optimizer.step_size, n_train, optimizer.weight_prior_std,
-            optimizer.warmup_steps, optimizer.eps,
-        )
+        self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
         self.accepted_total = 0.0
         self.proposals_total = 0
         self.recent_objectives: list[float] = []

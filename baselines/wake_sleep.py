@@ -17,27 +17,21 @@ from __future__ import annotations
 
 import torch
 
-from vae_core.aevb import OptimizerConfig
-from vae_core.algorithm import check_finite
-from vae_core.estimators import average_lower_bound, kl_diagonal_gaussian_to_standard_normal
+from vae_core.algorithm import EncoderBoundMixin, check_finite
+from vae_core.estimators import kl_diagonal_gaussian_to_standard_normal
 from vae_core.model import VariationalAutoEncoder
 from vae_core.networks import diagonal_gaussian
-from vae_core.optim import WarmupAdagrad
+from vae_core.optim import OptimizerConfig, WarmupAdagrad
 
 
-def _adagrad(module, n_train: int, optimizer: OptimizerConfig) -> WarmupAdagrad:
-    return WarmupAdagrad(module, optimizer.step_size, n_train, optimizer.weight_prior_std,
-                         optimizer.warmup_steps, optimizer.eps)
-
-
-class WakeSleep:
+class WakeSleep(EncoderBoundMixin):
     name = "wake_sleep"
 
     def __init__(self, model: VariationalAutoEncoder, n_train: int, optimizer: OptimizerConfig):
         self.model = model
         self.n_train = n_train
-        self.decoder_optimizer = _adagrad(model.decoder, n_train, optimizer)
-        self.encoder_optimizer = _adagrad(model.encoder, n_train, optimizer)
+        self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
+        self.encoder_optimizer = WarmupAdagrad.from_config(model.encoder, n_train, optimizer)
 
     def wake(self, x_batch: torch.Tensor) -> torch.Tensor:
         """Decoder update at z ~ q(z|x); returns the minibatch's SGVB bound (estimator B)."""
@@ -69,12 +63,6 @@ class WakeSleep:
         value = check_finite(bound, "the wake-phase lower bound", self.decoder_optimizer.steps_taken)
         self.sleep(x_batch.shape[0])
         return value
-
-    def evaluate_lower_bound(self, x: torch.Tensor) -> float:
-        return average_lower_bound(self.model, x)
-
-    def trial_score(self, x_eval: torch.Tensor) -> float:
-        return self.evaluate_lower_bound(x_eval)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "decoder_optimizer": self.decoder_optimizer.state_dict(),

@@ -2,7 +2,8 @@
 
 Nothing here touches files, DVC or the command line (see DESIGN.md).
 """
-from .aevb import AEVB, OptimizerConfig
+from .aevb import AEVB
+from .optim import OptimizerConfig
 from .algorithm import NonFiniteLossError, TrainingAlgorithm
 from .estimators import (
     average_lower_bound,

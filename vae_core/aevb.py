@@ -6,27 +6,15 @@ decoder are trained jointly by back-propagating through the reparameterized samp
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 
-from .algorithm import check_finite
-from .estimators import average_lower_bound, sgvb_estimator
+from .algorithm import EncoderBoundMixin, check_finite
+from .estimators import sgvb_estimator
 from .model import VariationalAutoEncoder
-from .optim import WarmupAdagrad
+from .optim import OptimizerConfig, WarmupAdagrad
 
 
-@dataclass(frozen=True)
-class OptimizerConfig:
-    """Adagrad settings of Section 5 (see ``vae_core.optim`` for how the open points are filled)."""
-
-    step_size: float
-    weight_prior_std: float = 1.0
-    warmup_steps: int = 100
-    eps: float = 1e-8
-
-
-class AEVB:
+class AEVB(EncoderBoundMixin):
     """Algorithm 1 with SGVB estimator A (eq. 6) or B (eq. 7) and L samples per datapoint."""
 
     name = "aevb"
@@ -43,14 +31,7 @@ class AEVB:
         self.n_train = n_train
         self.estimator = sgvb_estimator(estimator)
         self.samples_per_datapoint = samples_per_datapoint
-        self.optimizer = WarmupAdagrad(
-            model,
-            optimizer.step_size,
-            n_train,
-            optimizer.weight_prior_std,
-            optimizer.warmup_steps,
-            optimizer.eps,
-        )
+        self.optimizer = WarmupAdagrad.from_config(model, n_train, optimizer)
 
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor | None = None) -> float:
         """One AEVB update: ascend the minibatch bound (eq. 8) plus the scaled log prior.
@@ -64,12 +45,6 @@ class AEVB:
         value = check_finite(bound, "the minibatch lower bound", self.optimizer.steps_taken)
         self.optimizer.step()
         return value
-
-    def evaluate_lower_bound(self, x: torch.Tensor) -> float:
-        return average_lower_bound(self.model, x)
-
-    def trial_score(self, x_eval: torch.Tensor) -> float:
-        return self.evaluate_lower_bound(x_eval)
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}

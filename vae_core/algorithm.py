@@ -10,6 +10,8 @@ from typing import Protocol
 
 import torch
 
+from .estimators import average_lower_bound
+
 
 class NonFiniteLossError(FloatingPointError):
     """The objective became NaN or infinite; training must stop and keep its last good checkpoint."""
@@ -42,3 +44,14 @@ def check_finite(value: torch.Tensor, what: str, step: int) -> float:
             f"usable. Try a smaller Adagrad step size (optimizer.step_size) or check the data."
         )
     return number
+
+
+class EncoderBoundMixin:
+    """For algorithms with a trained encoder (AEVB, wake-sleep): the curve and the step-size trial
+    use the SGVB lower bound (estimator B) of ``self.model``."""
+
+    def evaluate_lower_bound(self, x: torch.Tensor) -> float:
+        return average_lower_bound(self.model, x)
+
+    def trial_score(self, x_eval: torch.Tensor) -> float:
+        return self.evaluate_lower_bound(x_eval)

@@ -17,10 +17,22 @@ How the open points are filled (SPEC.md sections 2 and 8), following the authors
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
 from .model import biases, weight_matrices
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """Adagrad settings of Section 5 (see the module docstring for how the open points are filled)."""
+
+    step_size: float
+    weight_prior_std: float = 1.0
+    warmup_steps: int = 100
+    eps: float = 1e-8
 
 
 class WarmupAdagrad:
@@ -50,6 +62,10 @@ class WarmupAdagrad:
             eps=eps,
             fused=True,
         )
+
+    @classmethod
+    def from_config(cls, module: nn.Module, n_train: int, config: OptimizerConfig) -> "WarmupAdagrad":
+        return cls(module, config.step_size, n_train, config.weight_prior_std, config.warmup_steps, config.eps)
 
     def zero_grad(self) -> None:
         self.optimizer.zero_grad(set_to_none=True)
