@@ -1,17 +1,30 @@
-"""The wake-sleep algorithm (Hinton, Dayan, Frey & Neal, 1995), the paper's Figure 2 baseline.
+"""The wake-sleep algorithm (Hinton, Dayan, Frey & Neal, 1995), the paper's baseline in Figures 2-3.
 
-Built from the same parts as AEVB (Section 5: "the wake-sleep algorithm ... employing the same
-encoder (recognition model)"): the same Gaussian MLP encoder, the same decoder, the same
-initialization, Adagrad with warm-up and the M/N-scaled N(0, I) weight prior (``vae_core.optim``).
+Section 5: "we compared performance with the wake-sleep algorithm [HDFN95]. We employed the same
+encoder (also called recognition model) for the wake-sleep algorithm and the variational
+auto-encoder." So the model is vae_core's ``VariationalAutoEncoder`` -- the same Gaussian MLP
+encoder q_phi(z|x), the same Bernoulli or Gaussian MLP decoder p_theta(x|z), the same N(0, 0.01)
+initialization -- and both parameter sets are trained with vae_core.optim.WarmupAdagrad: one
+optimizer for the decoder (theta), one for the encoder (phi), each with the warm-up and the
+M/N-scaled N(0, I) prior on its weight matrices, as the authors' code did (SPEC.md section 8).
 
-- Wake phase: z ~ q(z|x) for each datapoint of the minibatch (no gradient through the sample);
-  ascend log p(x, z) = log p(z) + log p(x|z) in the decoder's parameters theta.
-- Sleep phase: M ancestral samples z ~ p(z), x ~ p(x|z); ascend log q(z|x) in the encoder's
-  parameters phi. x is a *sample* of the decoder distribution, as the authors' code did: a binary
-  image (Bernoulli sample) for MNIST, a Gaussian sample for Frey Face.
+One update on a minibatch of M datapoints:
 
-The curve it logs is the SGVB lower bound (estimator B), the same quantity AEVB logs, so the two
-algorithms are compared on one scale (Figure 2).
+- **Wake phase** (theta): z_i ~ q_phi(z|x_i), one sample per datapoint, drawn without a gradient
+  path (the sample is a constant for theta; wake-sleep has no reparameterization); ascend
+  (1/M) sum_i [log p(z_i) + log p_theta(x_i|z_i)] + log p(theta) / N.
+- **Sleep phase** (phi): M ancestral "dreams" z_j ~ p(z), x_j ~ p_theta(x|z_j) from the decoder
+  just updated; ascend (1/M) sum_j log q_phi(z_j|x_j) + log p(phi) / N. x_j is a *sample* of the
+  decoder distribution, not its mean: a binary image (Bernoulli sample) for the Bernoulli decoder,
+  mean + sigma * noise (Gaussian sample, not clipped to [0, 1]) for the Gaussian decoder. So with
+  grey-level MNIST targets the encoder is trained on binary dreams and applied to grey levels.
+
+The value ``step`` returns -- and so the training curve -- is the SGVB lower bound of the
+minibatch by estimator B (eq. 7), -KL(q(z|x_i) || p(z)) + log p(x_i|z_i), evaluated at the wake
+phase's z_i with the decoder before its update: the same quantity AEVB returns, at no extra cost.
+``evaluate_lower_bound`` is vae_core.estimators.average_lower_bound (estimator B), as for AEVB, so
+Figure 2 compares the two algorithms on one scale. Wake-sleep does not optimize this bound (the
+sleep phase minimizes KL(p || q), not KL(q || p)), which is the point of the comparison.
 """
 from __future__ import annotations
 
@@ -25,44 +38,59 @@ from vae_core.optim import OptimizerConfig, WarmupAdagrad
 
 
 class WakeSleep(EncoderBoundMixin):
+    """Wake-sleep with the paper's encoder and decoder; the interface of vae_core.aevb.AEVB."""
+
     name = "wake_sleep"
 
-    def __init__(self, model: VariationalAutoEncoder, n_train: int, optimizer: OptimizerConfig):
+    def __init__(
+        self,
+        model: VariationalAutoEncoder,
+        n_train: int,
+        optimizer: OptimizerConfig,
+        sleep_batch_size: int | None = None,
+    ):
         self.model = model
         self.n_train = n_train
+        self.sleep_batch_size = sleep_batch_size  # None: as many dreams as datapoints (M)
         self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
         self.encoder_optimizer = WarmupAdagrad.from_config(model.encoder, n_train, optimizer)
 
-    def wake(self, x_batch: torch.Tensor) -> torch.Tensor:
-        """Decoder update at z ~ q(z|x); returns the minibatch's SGVB bound (estimator B)."""
+    def wake(self, x_batch: torch.Tensor) -> float:
+        """Decoder update at z ~ q(z|x); returns the minibatch's SGVB bound (estimator B, L = 1)
+        at that z, under the decoder before the update."""
+        update = self.decoder_optimizer.steps_taken
         with torch.no_grad():
             mean, log_var = self.model.encoder.mean_and_log_var(x_batch)
-            check_finite(mean.sum() + log_var.sum(), "the recognition model's output",
-                         self.encoder_optimizer.steps_taken)
+            check_finite(mean.sum() + log_var.sum(), "the recognition model's output q(z|x)", update)
             z = diagonal_gaussian(mean, log_var).sample()
             kl = kl_diagonal_gaussian_to_standard_normal(mean, log_var)
         reconstruction = self.model.decoder(z).log_prob(x_batch)
-        log_joint = self.model.prior().log_prob(z) + reconstruction
+        bound = check_finite((reconstruction.detach() - kl).mean(), "the wake-phase lower bound", update)
+        log_joint = (self.model.prior().log_prob(z) + reconstruction).mean()
+        check_finite(log_joint, "the wake-phase objective log p(x, z)", update)
         self.decoder_optimizer.zero_grad()
-        (-log_joint.mean()).backward()
+        (-log_joint).backward()
         self.decoder_optimizer.step()
-        return (reconstruction.detach() - kl).mean()
+        return bound
 
-    def sleep(self, batch_size: int) -> None:
-        """Encoder update on dreamed pairs (z, x) ~ p(z) p(x|z)."""
+    def sleep(self, batch_size: int) -> float:
+        """Encoder update on dreamed pairs (z, x) ~ p(z) p(x|z); returns the mean log q(z|x)."""
         with torch.no_grad():
             z = self.model.prior().sample((batch_size,))
             x = self.model.decoder(z).sample()
-        log_q = self.model.encoder(x).log_prob(z)
+        log_q = self.model.encoder(x).log_prob(z).mean()
+        value = check_finite(log_q, "the sleep-phase objective log q(z|x)", self.encoder_optimizer.steps_taken)
         self.encoder_optimizer.zero_grad()
-        (-log_q.mean()).backward()
+        (-log_q).backward()
         self.encoder_optimizer.step()
+        return value
 
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor | None = None) -> float:
+        """A wake phase on the minibatch, then a sleep phase on as many dreams (``batch_indices`` is
+        not needed). Returns the minibatch SGVB bound (estimator B) before the update."""
         bound = self.wake(x_batch)
-        value = check_finite(bound, "the wake-phase lower bound", self.decoder_optimizer.steps_taken)
-        self.sleep(x_batch.shape[0])
-        return value
+        self.sleep(self.sleep_batch_size or x_batch.shape[0])
+        return bound
 
     def state_dict(self) -> dict:
         return {"model": self.model.state_dict(), "decoder_optimizer": self.decoder_optimizer.state_dict(),

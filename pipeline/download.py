@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 import urllib.request
 from dataclasses import dataclass
@@ -49,9 +50,36 @@ def sha256_of(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+URL_SCHEMES = ("http", "https", "file")
+
+
+def split_mirror_list(value: str, separator: str = os.pathsep) -> list[str]:
+    """Split an ``os.pathsep``-separated list of mirrors, keeping URLs whole.
+
+    On POSIX the separator is ``:``, which URLs contain too: ``http://host:8000/data:/srv/data`` is
+    the two mirrors ``http://host:8000/data`` and ``/srv/data``. A scheme name followed by ``//...``
+    is rejoined with it, and so is a port number right after the host.
+    """
+    parts, entries, i = value.split(separator), [], 0
+    while i < len(parts):
+        entry = parts[i].strip()
+        if (separator == ":" and entry.lower() in URL_SCHEMES
+                and i + 1 < len(parts) and parts[i + 1].startswith("//")):
+            i += 1
+            entry = f"{entry}:{parts[i]}"
+            host_only = "/" not in parts[i][2:]
+            if host_only and i + 1 < len(parts) and re.match(r"\d+(/|$)", parts[i + 1]):
+                i += 1
+                entry = f"{entry}:{parts[i]}"
+        if entry.strip():
+            entries.append(entry.strip())
+        i += 1
+    return entries
+
+
 def mirrors_from(params_mirrors: Iterable[str] | None, environ=os.environ) -> list[str]:
     """Mirrors in the order they are tried: the environment variable first, then params.yaml."""
-    from_env = [m for m in environ.get(MIRRORS_ENV, "").split(os.pathsep) if m.strip()]
+    from_env = split_mirror_list(environ.get(MIRRORS_ENV, ""))
     return from_env + [str(m) for m in (params_mirrors or [])]
 
 

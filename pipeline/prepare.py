@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +29,7 @@ from .files import write_atomically, write_json
 from .restricted_unpickle import load_numpy_pickle
 
 PIXEL_SCALE = 256.0
+ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: .npz bytes do not depend on the clock
 PREPARED_NAMES = ("mnist", "mnist_ntrain1000", "frey_face")
 
 
@@ -103,10 +105,24 @@ def frey_face_split(n_faces: int, train_size: int, seed: int) -> tuple[np.ndarra
     return np.sort(permutation[:train_size]), np.sort(permutation[train_size:])
 
 
+def write_npz(handle, arrays: dict[str, np.ndarray]) -> None:
+    """An ``np.load``-able ``.npz`` whose bytes depend only on the arrays.
+
+    ``np.savez`` stamps each member with the current time, so its file hash (and DVC's) would change
+    on every run; here every member carries the fixed :data:`ZIP_EPOCH` timestamp.
+    """
+    with zipfile.ZipFile(handle, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            member = zipfile.ZipInfo(f"{key}.npy", date_time=ZIP_EPOCH)
+            member.external_attr = 0o644 << 16
+            with archive.open(member, "w", force_zip64=True) as out:
+                np.lib.format.write_array(out, np.ascontiguousarray(array), allow_pickle=False)
+
+
 def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict:
     def write(tmp: Path) -> None:
-        with open(tmp, "wb") as handle:  # a file object: np.savez adds no ".npz" suffix
-            np.savez(handle, **arrays)
+        with open(tmp, "wb") as handle:
+            write_npz(handle, arrays)
 
     write_atomically(path, write)
     return {"sha256": sha256_of(path), "arrays": {k: list(v.shape) for k, v in arrays.items()}}

@@ -208,6 +208,8 @@ def run_training(
     eval_points = evaluation_schedule(config.eval_first_samples, total, config.eval_points_per_decade, M)
     checkpoint_points = checkpoint_schedule(config.checkpoint_every, total, M)
 
+    for leftover in run_dir.glob("**/.*.tmp"):  # half-written files of a killed run; never read
+        leftover.unlink()
     state = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
     if state is None:
         for stale in ("checkpoints", "curve.csv", "final.json"):

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from pipeline import download as download_module
 from pipeline.cli import main
 from pipeline.dataset_sources import SOURCE_FILES, SourceFile
-from pipeline.download import DataDownloadError, download_all, fetch_verified, mirrors_from
+from pipeline.download import DataDownloadError, download_all, fetch_verified, mirrors_from, split_mirror_list
 from pipeline.prepare import (
     DataPrepareError,
     UnknownDatasetError,
@@ -116,6 +116,12 @@ def test_mirrors_from_environment_come_first():
     assert mirrors_from(["../shared/data"], env) == ["/a", "/b", "../shared/data"]
 
 
+def test_a_mirror_list_keeps_urls_with_ports_whole():
+    value = "http://host:8000/data:/srv/data:https://example.org/mnist:file:///tmp/m:http://h:81"
+    assert split_mirror_list(value, ":") == [
+        "http://host:8000/data", "/srv/data", "https://example.org/mnist", "file:///tmp/m", "http://h:81"]
+
+
 def test_file_url_mirror(tmp_path):
     source = fake_source()
     folder = mirror_with(tmp_path, "m", PAYLOAD)
@@ -200,6 +206,13 @@ def test_prepare_on_the_real_files(real_prepared):
     with gzip.open(SHARED_DATA / "mnist.pkl.gz", "rb") as handle:
         (train_x, _), _, _ = load_numpy_pickle(handle)
     np.testing.assert_array_equal(mnist["train_x"][:100] / np.float32(256), train_x[:100])
+
+
+def test_prepare_writes_the_same_bytes_every_time(real_prepared, tmp_path):
+    time.sleep(2.1)  # zip timestamps have a 2-second resolution: a clock-stamped archive would differ
+    prepare_all(real_prepared / "raw", tmp_path, 1000, 1600, 20131220)
+    for name in ("mnist.npz", "mnist_ntrain1000.npz", "frey_face.npz", "datasets.json"):
+        assert (tmp_path / name).read_bytes() == (real_prepared / "prepared" / name).read_bytes(), name
 
 
 def test_cli_download_reports_a_clear_error_without_traceback(tmp_path):

@@ -125,6 +125,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
     assert not (run_dir / "final.json").exists(), "the run finished before it could be killed"
     final = run_training(config_of(params), run_dir, prepared, progress=False)
     assert final["resumed_from"] is not None
+    assert not list(run_dir.rglob(".*.tmp")), "a half-written file of the killed run was kept"
     run_training(config_of(params), tmp / "whole", prepared, progress=False)
     pd.testing.assert_frame_equal(curve_values(tmp / "whole"), curve_values(run_dir))
 
