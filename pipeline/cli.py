@@ -9,6 +9,8 @@ import click
 from vae_core import NonFiniteLossError
 
 from .data_commands import data
+from .evaluate_commands import evaluate
+from .figure_commands import figures, report
 from .bench import run_bench
 from .devices import DEVICE_CHOICES, resolve_device
 from .files import write_json
@@ -24,6 +26,9 @@ def main() -> None:
 
 
 main.add_command(data)
+main.add_command(evaluate)
+main.add_command(figures)
+main.add_command(report)
 
 
 @main.command()

@@ -75,7 +75,7 @@ class RunConfig:
     eval_test_points: int
     checkpoint_every: int
     device: str = "auto"
-    extra: dict[str, Any] = field(default_factory=dict)
+    algorithm_options: dict[str, Any] = field(default_factory=dict)  # MCEM: params.yaml baselines.mcem
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -97,6 +97,25 @@ class RunConfig:
         if self.ntrain is not None:
             name += f"_ntrain{self.ntrain}"
         return Path(runs_root) / self.experiment / f"{name}_seed{self.seed}"
+
+
+MCEM_STEP_SIZE_RULES = ("mean", "authors")
+
+
+def mcem_options(params: dict[str, Any]) -> dict[str, Any]:
+    """Monte Carlo EM's knobs (params.yaml ``baselines.mcem``), checked; keyword arguments of
+    :class:`baselines.mcem.MonteCarloEM`."""
+    options = lookup(params, "baselines.mcem")
+    target = options.get("target_accept")
+    if isinstance(target, bool) or not isinstance(target, (int, float)) or not 0 < target < 1:
+        raise ParamsError(f"baselines.mcem.target_accept must be a number in (0, 1), got {target!r}")
+    return {
+        "n_leapfrog": require_positive_int(options.get("leapfrog_steps"), "baselines.mcem.leapfrog_steps"),
+        "updates_per_batch": require_positive_int(options.get("updates_per_batch"), "baselines.mcem.updates_per_batch"),
+        "target_accept": float(target),
+        "step_size_rule": require_choice(options.get("step_size_rule"), "baselines.mcem.step_size_rule",
+                                         MCEM_STEP_SIZE_RULES),
+    }
 
 
 def build_run_config(
@@ -130,9 +149,12 @@ def build_run_config(
     training = lookup(params, "training")
     optimizer = lookup(params, "optimizer")
     prefix = f"profiles.{params['profile']}.{experiment}"
-    step_size = optimizer.get("step_size", "auto")
+    # a profile may fix the step size for a dataset (the smoke profile: its 20,000 samples leave
+    # no room for a meaningful trial after Adagrad's warm-up); otherwise optimizer.step_size
+    step_size_key = f"{prefix}.{dataset}.step_size" if "step_size" in per_dataset else "optimizer.step_size"
+    step_size = per_dataset.get("step_size", optimizer.get("step_size", "auto"))
     if step_size != "auto":
-        step_size = require_positive_float(step_size, "optimizer.step_size")
+        step_size = require_positive_float(step_size, step_size_key)
     grid = tuple(
         require_positive_float(s, "optimizer.step_size_grid[]")
         for s in lookup(params, "optimizer.step_size_grid")
@@ -193,4 +215,5 @@ def build_run_config(
             budgets.get("checkpoint_every"), f"{prefix}.checkpoint_every"
         ),
         device=device or training.get("device", "auto"),
+        algorithm_options=mcem_options(params) if algorithm == "mcem" else {},
     )

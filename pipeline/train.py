@@ -128,7 +128,7 @@ def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: t
     if config.algorithm == "wake_sleep":
         return WakeSleep(model, n_train, optimizer)
     if config.algorithm == "mcem":
-        return MonteCarloEM(model, n_train, optimizer, batch_size=config.minibatch_size)
+        return MonteCarloEM(model, n_train, optimizer, batch_size=config.minibatch_size, **config.algorithm_options)
     raise ValueError(f"unknown algorithm {config.algorithm!r}")
 
 

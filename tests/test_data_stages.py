@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import download as download_module
 from pipeline.cli import main
-from pipeline.dataset_sources import SOURCE_FILES, SourceFile
+from pipeline.dataset_sources import SourceFile
 from pipeline.download import DataDownloadError, download_all, fetch_verified, mirrors_from, split_mirror_list
 from pipeline.prepare import (
     DataPrepareError,

@@ -1,6 +1,7 @@
 """Integration: the whole DVC pipeline on the smoke profile, in a copy of the repository."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,6 +12,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+
+from pipeline.report import markdown_links
 
 from .conftest import REPO, SHARED_DATA
 
@@ -59,6 +62,8 @@ def expected_runs(params):
             for d in ("mnist", "frey_face") for nz in fig2[d]["nz"] for a in fig2["algorithms"]]
     runs += [(f"fig3/mnist_ntrain{n}_{a}", smoke["fig3"]["mnist"]["samples"], a)
              for n in fig3["ntrain"] for a in fig3["algorithms"]]
+    nz = params["experiments"]["fig4"]["mnist"]["nz"]  # Figures 4 and 5's extra MNIST model
+    runs.append((f"fig2/mnist_nz{nz}_aevb", smoke["fig2"]["mnist"]["samples"], "aevb"))
     return runs
 
 
@@ -84,7 +89,56 @@ def test_smoke_pipeline_trains_every_configuration(smoke_repo):
     assert elapsed < 300, f"the smoke profile took {elapsed:.0f} s, more than 5 minutes"
 
 
+def test_smoke_pipeline_estimates_figure_3s_marginal_likelihood(smoke_repo):
+    repo, _, params, _ = smoke_repo
+    fig3 = params["experiments"]["fig3"]
+    budget = params["profiles"]["smoke"]["fig3"]
+    checkpoints = list(range(budget["checkpoint_every"], budget["mnist"]["samples"] + 1, budget["checkpoint_every"]))
+    for ntrain in fig3["ntrain"]:
+        for algorithm in fig3["algorithms"]:
+            frame = pd.read_csv(repo / "runs" / "fig3" / f"mnist_ntrain{ntrain}_{algorithm}" / "marginal_likelihood.csv")
+            appendix_d = frame[frame.estimator == "appendix_d"]
+            assert sorted(appendix_d.samples_seen.unique()) == checkpoints
+            assert (appendix_d.groupby("samples_seen").split.nunique() == 2).all()
+            final = frame[frame.samples_seen == checkpoints[-1]].set_index(["split", "estimator"]).value
+            assert np.isfinite(frame.value).all()
+            for split in ("train", "test"):  # the paper's estimator against the exact integral
+                assert abs(final[(split, "appendix_d")] - final[(split, "grid")]) < 1.0, (ntrain, algorithm, split)
+
+
 def test_smoke_pipeline_is_up_to_date_after_repro(smoke_repo):
     repo, env, _, _ = smoke_repo
     status = dvc("status", cwd=repo, env=env)
     assert status.returncode == 0 and "up to date" in status.stdout, status.stdout
+
+
+def test_smoke_pipeline_draws_every_figure_and_writes_the_report(smoke_repo):
+    repo, env, params, _ = smoke_repo
+    report_dir = repo / "reports" / "smoke"
+    for name in ("fig2", "fig3", "fig4", "fig5"):
+        for suffix in ("png", "svg"):
+            assert (report_dir / "figures" / f"{name}.{suffix}").stat().st_size > 1000, (name, suffix)
+    text = (report_dir / "report.md").read_text()
+    links = markdown_links(text)
+    assert {f"figures/fig{k}.png" for k in (2, 3, 4, 5)} <= set(links)
+    missing = [link for link in links if not (report_dir / link).exists()]
+    assert not missing, f"report.md links to missing files: {missing}"
+    page = (report_dir / "report.html").read_text()
+    assert page.count("data:image/png;base64,") == 4  # self-contained: the figures are embedded
+    hrefs = re.findall(r'href="([^"]+)"', page)
+    assert hrefs and all((report_dir / h).exists() for h in hrefs), hrefs
+    metrics = json.loads((report_dir / "metrics.json").read_text())
+    for claim in ("aevb_better_bound", "aevb_converges_faster", "no_overfitting_with_more_latents",
+                  "aevb_fastest_marginal_likelihood", "mcem_impractical_on_full_set", "estimator_b_lower_variance"):
+        assert metrics[f"claims/{claim}"] in (0, 1)  # every claim judged from the smoke run's data
+    for name, _, algorithm in expected_runs(params):
+        experiment, run = name.split("/")
+        assert f"speed/{experiment}/{run}/samples_per_second" in metrics
+    assert "fig2/mnist/nz20/aevb/test_lb" in metrics and "fig3/ntrain50000/mcem/test_ml" in metrics
+    provenance = json.loads((report_dir / "provenance.json").read_text())
+    assert provenance["profile"] == "smoke" and len(provenance["data_sha256"]) >= 2
+    assert provenance["stage_wall_seconds"]["figures"] > 0
+    shown = dvc("metrics", "show", "--json", cwd=repo, env=env)
+    assert shown.returncode == 0 and "fig2/mnist/nz20/aevb/test_lb" in shown.stdout, shown.stderr
+    plots = dvc("plots", "show", "--json", cwd=repo, env=env)
+    assert plots.returncode == 0 and "plots/fig3.csv" in plots.stdout, plots.stderr[-2000:]

@@ -1,7 +1,6 @@
 """The training loop: schedules, determinism, resume after a kill, NaN handling, step-size trial."""
 import copy
 import math
-import os
 import signal
 import subprocess
 import sys
@@ -186,6 +185,8 @@ def test_step_size_trial_picks_the_best_and_survives_divergence():
     (lambda p: p["profiles"]["smoke"]["fig2"]["mnist"].update(step_size_trial_samples=100), "warm-up"),
     (lambda p: p["training"].update(estimator="C"), "training.estimator must be one of A, B"),
     (lambda p: p["optimizer"].update(step_size=-0.1), "optimizer.step_size must be a positive number"),
+    (lambda p: p["profiles"]["smoke"]["fig2"]["mnist"].update(step_size="fast"),
+     "profiles.smoke.fig2.mnist.step_size must be a positive number"),
 ])
 def test_bad_params_values_are_named(tiny_setup, mutate, message):
     from pipeline.params import ParamsError

@@ -1,0 +1,59 @@
+"""``vaebench evaluate marginal-likelihood`` (the DVC stage ``fig3_marginal_likelihood``) and
+``vaebench evaluate estimator-variance`` (the stage ``estimator_variance``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .data_commands import PARAMS_OPTION
+from .devices import DEVICE_CHOICES
+from .estimator_variance import measure_estimator_variance
+from .estimator_variance import settings_from_params as variance_settings
+from .evaluate import EvaluationError, evaluate_run, settings_from_params
+from .params import ParamsError, load_params, lookup
+
+
+@click.group()
+def evaluate() -> None:
+    """Evaluate trained runs (the marginal likelihood of Figure 3, the variance of estimators A and B)."""
+
+
+@evaluate.command("marginal-likelihood")
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A trained run directory.")
+@click.option("--experiment", default="fig3", show_default=True, help="Whose profile budgets (points, cross-checks) apply.")
+@PARAMS_OPTION
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, progress) -> None:
+    """Estimate log p(x) at every checkpoint of a run: Appendix D, importance sampling and the grid."""
+    try:
+        params = load_params(params_path)
+        settings = settings_from_params(params, experiment)
+        frame = evaluate_run(run_dir, prepared_dir or lookup(params, "data.prepared_dir"), settings,
+                             device or lookup(params, "training.device"), progress)
+    except (ParamsError, EvaluationError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    last = frame[frame["samples_seen"] == frame["samples_seen"].max()]
+    for row in last.itertuples():
+        click.echo(f"{run_dir} @ {row.samples_seen:,} samples, {row.split:5s} {row.estimator:20s} "
+                   f"{row.value:9.3f} +- {row.standard_error:.3f} ({row.points} points, {row.wall_seconds:.1f} s)")
+
+
+@evaluate.command("estimator-variance")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/estimator_variance.csv"), show_default=True)
+@PARAMS_OPTION
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
+def estimator_variance(runs_root, out, params_path, prepared_dir, device) -> None:
+    """Variance of SGVB estimators A (eq. 6) and B (eq. 7) on every Figure 2 AEVB model."""
+    try:
+        params = load_params(params_path)
+        frame = measure_estimator_variance(runs_root, prepared_dir or lookup(params, "data.prepared_dir"),
+                                           variance_settings(params), device or lookup(params, "training.device"), out)
+    except (ParamsError, EvaluationError, FileNotFoundError, ValueError) as err:
+        raise click.ClickException(str(err)) from err
+    wide = frame.pivot_table(index=["dataset", "nz"], columns="estimator", values=["value_variance", "gradient_variance"])
+    click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}"))

@@ -1,0 +1,217 @@
+"""The paper's Figures 2-5, drawn from the run directories (SPEC.md section 4, "Figure axes, as
+printed").
+
+Each ``figure_N`` function returns a matplotlib Figure built only from measured data (the runs'
+``curve.csv``, ``marginal_likelihood.csv`` and final checkpoints) and, where the paper printed
+curves, the paper's own curves from ``reports/reference/`` drawn thin in the same colour, so a
+panel can be read against the paper's directly. Choices:
+
+- **Figure 2** (lower bound vs training samples evaluated, log x): one panel per configuration,
+  MNIST Nz = 3, 5, 10, 20, 200 on the top row and Frey Face Nz = 2, 5, 10, 20 below, the paper's
+  legend. The axes are the paper's printed ranges, widened to include every evaluation of ours
+  (our budgets are smaller than the paper's 10^8, so our curves end further left).
+- **Figure 3** (marginal likelihood vs samples evaluated in millions, linear x): Ntrain = 1,000 and
+  50,000, the Appendix D estimate with error bars of +-1 standard error (the estimator's, averaged
+  over the evaluated datapoints). The x-axis spans our budget, not the paper's 60 million (on a
+  linear axis our curves would otherwise collapse onto the left edge); the paper's curves are
+  drawn over the same span.
+- **Figure 4** (learned 2-D manifolds, AEVB Nz = 2): cell centres z = Phi^-1((i + 0.5) / n) (the
+  inverse Gaussian CDF of a linear grid on the unit square; n = 10 for Frey Face, 20 for MNIST),
+  each cell the decoder mean; z_1 runs left to right, z_2 bottom to top.
+- **Figure 5** (random samples, MNIST Nz = 2, 5, 10, 20): 10 x 10 decoder means at z ~ N(0, I)
+  drawn with a fixed seed, dark digits on white as printed.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+import torch  # noqa: E402
+
+from .reference import Reference  # noqa: E402
+from .run_config import dataset_spec  # noqa: E402
+
+ALGORITHM_LABELS = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
+_PALETTE = sns.color_palette("deep")
+ALGORITHM_COLOURS = {"aevb": _PALETTE[3], "wake_sleep": _PALETTE[0], "mcem": _PALETTE[2]}
+SPLIT_STYLES = {"train": "--", "test": "-"}
+DATASET_TITLES = {"mnist": "MNIST", "frey_face": "Frey Face"}
+
+
+def legend_label(algorithm: str, split: str) -> str:
+    """The paper's legend entries: "AEVB (train)", "Wake-Sleep (test)", ..."""
+    return f"{ALGORITHM_LABELS[algorithm]} ({split})"
+
+
+def _widened(printed: tuple[float, float], values: np.ndarray, log: bool = False) -> tuple[float, float]:
+    """The printed axis range, widened to hold ``values`` (with a small margin)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return printed
+    low, high = min(printed[0], values.min()), max(printed[1], values.max())
+    if log:
+        return low / 1.2, high * 1.2
+    margin = 0.03 * (high - low)
+    return (low - margin if low < printed[0] else low), (high + margin if high > printed[1] else high)
+
+
+def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], frey_nz: list[int]) -> plt.Figure:
+    """Figure 2: average lower bound per datapoint vs training samples evaluated (SPEC.md §4)."""
+    bounds = curves[curves.metric == "lower_bound"]
+    columns = max(len(mnist_nz), len(frey_nz))
+    fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
+    for row, (dataset, nzs) in enumerate((("mnist", mnist_nz), ("frey_face", frey_nz))):
+        printed = reference.axes["fig2"][dataset]
+        for col in range(columns):
+            ax = axes[row][col]
+            if col >= len(nzs):
+                ax.axis("off")  # an empty slot holds the legend
+                continue
+            nz = nzs[col]
+            panel = bounds[(bounds.dataset == dataset) & (bounds.nz == nz)]
+            # the lower edge ignores the first evaluations (far below the printed range early on)
+            late = panel[panel.samples_seen >= panel.samples_seen.max() / 10].value.to_numpy()
+            for algorithm in ("aevb", "wake_sleep"):
+                for split in ("train", "test"):
+                    ours = panel[(panel.algorithm == algorithm) & (panel.split == split)].sort_values("samples_seen")
+                    colour = ALGORITHM_COLOURS[algorithm]
+                    ax.plot(ours.samples_seen, ours.value, SPLIT_STYLES[split], color=colour, lw=1.6,
+                            label=legend_label(algorithm, split))
+                    paper = reference.fig2_curve(dataset, nz, algorithm, split)
+                    ax.plot(paper.training_samples_evaluated, paper.lower_bound_per_datapoint,
+                            SPLIT_STYLES[split], color=colour, lw=0.8, alpha=0.45,
+                            label=f"paper: {legend_label(algorithm, split)}")
+            ax.set_xscale("log")
+            ax.set_xlim(*_widened(tuple(printed["xlim"]), panel.samples_seen.to_numpy(dtype=float), log=True))
+            ax.set_ylim(*_widened(tuple(printed["ylim"]), late))
+            ax.set_title(f"{DATASET_TITLES[dataset]}, $N_z = {nz}$")
+            ax.set_xlabel("# Training samples evaluated")
+            if col == 0:
+                ax.set_ylabel(r"$\mathcal{L}$")
+            ax.grid(True, which="major", alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    spare = [ax for row in axes for ax in row if not ax.axison]
+    target = spare[0] if spare else fig
+    target.legend(handles, labels, loc="center", fontsize=8, frameon=False,
+                  title="thick: this run\nthin: the paper (Figure 2)")
+    fig.suptitle("Figure 2: AEVB vs wake-sleep, lower bound per datapoint")
+    fig.tight_layout()
+    return fig
+
+
+def figure_3(marginal_likelihoods: pd.DataFrame, reference: Reference, ntrains: list[int],
+             estimator: str = "appendix_d") -> plt.Figure:
+    """Figure 3: estimated marginal likelihood vs training samples evaluated (millions)."""
+    frame = marginal_likelihoods[marginal_likelihoods.estimator == estimator]
+    fig, axes = plt.subplots(1, len(ntrains), figsize=(5.2 * len(ntrains), 4.2), squeeze=False)
+    for col, ntrain in enumerate(ntrains):
+        ax = axes[0][col]
+        key = f"ntrain{ntrain}"
+        printed = reference.axes["fig3"][key]
+        panel = frame[frame.ntrain.fillna(dataset_spec("mnist").full_train_size).astype(int) == ntrain]
+        span = panel.samples_seen.max() / 1e6 if len(panel) else printed["xlim"][1]
+        for algorithm in ("wake_sleep", "mcem", "aevb"):
+            colour = ALGORITHM_COLOURS[algorithm]
+            for split in ("train", "test"):
+                ours = panel[(panel.algorithm == algorithm) & (panel.split == split)].sort_values("samples_seen")
+                error = ours.standard_error.where(np.isfinite(ours.standard_error), np.nan)
+                ax.errorbar(ours.samples_seen / 1e6, ours.value, yerr=error, fmt=SPLIT_STYLES[split], color=colour,
+                            lw=1.6, capsize=2, label=legend_label(algorithm, split))
+                paper = reference.fig3_curve(ntrain, algorithm, split)
+                paper = paper[paper.training_samples_evaluated_millions <= span * 1.05]
+                ax.plot(paper.training_samples_evaluated_millions, paper.marginal_loglik, SPLIT_STYLES[split],
+                        color=colour, lw=0.8, alpha=0.45, label=f"paper: {legend_label(algorithm, split)}")
+        ax.set_xlim(0, span * 1.05)
+        ax.set_ylim(*_widened(tuple(printed["ylim"]), panel.value.to_numpy(dtype=float)))
+        ax.set_title(f"MNIST, $N_{{train}} = {ntrain:,}$")
+        ax.set_xlabel("# Training samples evaluated (millions)")
+        if col == 0:
+            ax.set_ylabel("Marginal log-likelihood")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
+               title="thick: this run (Appendix D, ±1 s.e.)\nthin: the paper (Figure 3)")
+    fig.suptitle(f"Figure 3: marginal likelihood ({estimator.replace('_', ' ')}), MNIST, $N_z = 3$")
+    fig.tight_layout()
+    return fig
+
+
+def manifold_grid(n: int) -> torch.Tensor:
+    """The (n * n, 2) latent points of Figure 4: z = Phi^-1((i + 0.5) / n) per axis, rows of the
+    image from top (high z_2) to bottom, columns left to right (z_1)."""
+    centres = torch.distributions.Normal(0.0, 1.0).icdf((torch.arange(n, dtype=torch.float64) + 0.5) / n)
+    z2, z1 = torch.meshgrid(centres.flip(0), centres, indexing="ij")
+    return torch.stack([z1.reshape(-1), z2.reshape(-1)], dim=-1)
+
+
+def tile_images(images: np.ndarray, rows: int, cols: int, shape: tuple[int, int]) -> np.ndarray:
+    """(rows * cols, H * W) images -> one (rows * H, cols * W) mosaic, row-major."""
+    height, width = shape
+    return images.reshape(rows, cols, height, width).transpose(0, 2, 1, 3).reshape(rows * height, cols * width)
+
+
+@torch.no_grad()
+def decoder_means(model, z: torch.Tensor) -> np.ndarray:
+    parameter = next(model.parameters())
+    return model.decoder.mean(z.to(device=parameter.device, dtype=parameter.dtype)).cpu().double().numpy()
+
+
+def figure_4(models: dict[str, object], cells: dict[str, int]) -> plt.Figure:
+    """Figure 4: learned 2-D manifolds (AEVB, Nz = 2); ``models`` maps dataset -> model."""
+    fig, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 5.8), squeeze=False)
+    for ax, (dataset, model) in zip(axes[0], models.items()):
+        n = cells[dataset]
+        images = decoder_means(model, manifold_grid(n))
+        shape = dataset_spec(dataset).image_shape
+        ax.imshow(tile_images(images, n, n, shape), cmap="gray" if dataset == "frey_face" else "gray_r",
+                  vmin=0, vmax=1, interpolation="nearest")
+        ax.set_title(f"({'a' if ax is axes[0][0] else 'b'}) Learned {DATASET_TITLES[dataset]} manifold")
+        ax.set_xticks([])
+        ax.set_yticks([])
+        ax.set_xlabel(r"$z_1$: $\Phi^{-1}$ of a linear grid $\rightarrow$")
+        ax.set_ylabel(r"$z_2$ $\rightarrow$")
+    fig.suptitle("Figure 4: learned 2-D manifolds (AEVB, $N_z = 2$), decoder means")
+    fig.tight_layout()
+    return fig
+
+
+def figure_5(models: dict[int, object], per_side: int, seed: int) -> plt.Figure:
+    """Figure 5: random samples (decoder means at z ~ N(0, I)) from MNIST models; ``models`` maps
+    Nz -> model. One generator seeded with ``seed`` per panel, so a panel does not depend on the
+    others."""
+    fig, axes = plt.subplots(1, len(models), figsize=(3.6 * len(models), 4.0), squeeze=False)
+    shape = dataset_spec("mnist").image_shape
+    for ax, (nz, model) in zip(axes[0], sorted(models.items())):
+        generator = torch.Generator().manual_seed(seed)
+        z = torch.randn(per_side * per_side, nz, generator=generator, dtype=torch.float64)
+        ax.imshow(tile_images(decoder_means(model, z), per_side, per_side, shape), cmap="gray_r", vmin=0, vmax=1,
+                  interpolation="nearest")
+        ax.set_title(f"{nz}-D latent space")
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Figure 5: random samples from AEVB models of MNIST (decoder means)")
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: plt.Figure, directory: Path, name: str, dpi: int = 110) -> list[Path]:
+    """Write ``name``.png and ``name``.svg; no timestamps, so equal figures give equal files."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = []
+    with plt.rc_context({"svg.hashsalt": "vaebench"}):
+        for suffix, metadata in (("png", {"Software": None}), ("svg", {"Date": None, "Creator": None})):
+            path = directory / f"{name}.{suffix}"
+            temporary = path.with_name(path.name + ".tmp")
+            fig.savefig(temporary, format=suffix, dpi=dpi, bbox_inches="tight", metadata=metadata)
+            temporary.replace(path)
+            paths.append(path)
+    plt.close(fig)
+    return paths
+

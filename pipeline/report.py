@@ -1,0 +1,223 @@
+"""``reports/<profile>/report.md`` and a self-contained ``report.html`` (figures embedded), built
+from the same list of blocks so the two always say the same thing.
+
+Content, in order: the claim verdicts; Figures 2-5 (linked to their PNG and SVG files); Figure 2's
+final bounds beside the paper's at the same number of training samples; Figure 3's final marginal
+likelihoods with the cross-checks and the paper's values; the evidence behind every claim; the
+runs (budget, step size, throughput, wall time); provenance. Nothing in the report is typed in:
+every number comes from the runs or from ``reports/reference/``.
+"""
+from __future__ import annotations
+
+import base64
+import re
+import html
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from .claims import Claim, final_bounds, verdict_counts
+from .reference import Reference
+
+FIGURES = {
+    "fig2": "Figure 2: lower bound per datapoint vs training samples evaluated, AEVB vs wake-sleep "
+            "(thick: this run; thin: the paper's curves where its axes show them).",
+    "fig3": "Figure 3: marginal log-likelihood (Appendix D estimator, ±1 standard error) vs training samples "
+            "evaluated, MNIST Nz = 3, 100 hidden units.",
+    "fig4": "Figure 4: learned 2-D manifolds (AEVB, Nz = 2), decoder means on Φ⁻¹ of a linear grid.",
+    "fig5": "Figure 5: random samples from AEVB models of MNIST, Nz = 2, 5, 10, 20 (decoder means).",
+}
+
+
+@dataclass
+class Block:
+    kind: str  # h1 | h2 | h3 | p | table | figure | list
+    content: object
+    caption: str = ""
+
+
+def _format(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if math.isinf(value):
+            return "∞" if value > 0 else "-∞"
+        if abs(value) >= 1e5 and value == int(value):
+            return f"{int(value):,}"
+        return f"{value:,.3g}" if abs(value) < 0.01 and value != 0 else f"{value:,.2f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(frame: pd.DataFrame) -> list[list[str]]:
+    return [[str(c) for c in frame.columns]] + [[_format(v) for v in row] for row in frame.itertuples(index=False)]
+
+
+def fig2_table(curves: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Final bounds per Figure 2 panel, with the paper's test values at the same sample count."""
+    fig2 = curves[curves.experiment == "fig2"]
+    fig2 = fig2[fig2.groupby(["dataset", "nz"]).algorithm.transform("nunique") > 1]
+    finals = final_bounds(fig2).set_index(["dataset", "nz", "algorithm"])
+    samples = fig2[fig2.metric == "lower_bound"].groupby(["dataset", "nz"]).samples_seen.max()
+    rows = []
+    for (dataset, nz), budget in samples.items():
+        row = {"dataset": dataset, "Nz": int(nz), "samples": int(budget)}
+        for algorithm, label in (("aevb", "AEVB"), ("wake_sleep", "WS")):
+            for split in ("train", "test"):
+                key = (dataset, nz, algorithm)
+                row[f"{label} {split}"] = float(finals.loc[key, split]) if key in finals.index else None
+        for algorithm, label in (("aevb", "AEVB"), ("wake_sleep", "WS")):
+            value = reference.fig2_at(dataset, int(nz), algorithm, "test", float(budget))
+            row[f"paper {label} test @ same samples"] = value if value is not None else "off-axis"
+        row["paper AEVB test, right edge"] = reference.right_edge_test("fig2", dataset, "aevb", int(nz))
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.DataFrame:
+    """Final marginal likelihoods per Figure 3 run: Appendix D ± s.e., the cross-checks, the paper."""
+    ml = marginal_likelihoods
+    last = ml[ml.samples_seen == ml.groupby("run").samples_seen.transform("max")]
+    rows = []
+    for (ntrain, algorithm), group in last.groupby([last.ntrain.fillna(50_000).astype(int), "algorithm"]):
+        values = group.set_index(["split", "estimator"])
+        samples = int(group.samples_seen.max())
+        row = {"Ntrain": int(ntrain), "algorithm": algorithm, "samples": samples}
+        for split in ("train", "test"):
+            key = (split, "appendix_d")
+            row[f"{split} App. D"] = float(values.loc[key, "value"]) if key in values.index else None
+            row[f"{split} s.e."] = float(values.loc[key, "standard_error"]) if key in values.index else None
+            for estimator, label in (("importance_sampling", "IS"), ("grid", "grid")):
+                key = (split, estimator)
+                row[f"{split} {label}"] = float(values.loc[key, "value"]) if key in values.index else None
+        value = reference.fig3_at(int(ntrain), algorithm, "test", samples)
+        row["paper test @ same samples"] = value if value is not None else "off-axis"
+        row["paper test, right edge"] = reference.right_edge_test("fig3", f"ntrain{int(ntrain)}", algorithm)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def runs_table(finals: pd.DataFrame) -> pd.DataFrame:
+    columns = {"experiment": "experiment", "run": "run", "samples_seen": "samples", "step_size": "step size",
+               "training_samples_per_second": "samples/s", "train_seconds": "train s", "eval_seconds": "eval s",
+               "trial_seconds": "step-size trial s", "device": "device"}
+    table = finals[[c for c in columns if c in finals]].rename(columns=columns)
+    if "final_hmc_acceptance_rate" in finals:
+        table["HMC acceptance (MCEM)"] = finals.final_hmc_acceptance_rate
+    return table.sort_values(["experiment", "run"], ignore_index=True)
+
+
+def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods, finals, reference: Reference,
+                 provenance: dict, figure_files: dict[str, list[str]]) -> list[Block]:
+    counts = verdict_counts(claims)
+    git = provenance["git"]
+    blocks = [
+        Block("h1", f"vaebench report: profile `{profile}`"),
+        Block("p", f"Regenerated from scratch by `dvc repro` at commit `{git.get('commit') or 'unknown'}`"
+                   f"{' (with uncommitted changes)' if git.get('dirty') else ''}. MNIST targets: "
+                   f"`binarize: {provenance['binarize']}` (grey levels as Bernoulli targets, as in the paper, "
+                   f"unless `dynamic`). Claim verdicts: {counts['pass']} pass, {counts['fail']} fail, "
+                   f"{counts['no data']} without data. Paper values come from `reports/reference/` (its curves "
+                   f"read from the PDF), compared at the same number of training samples evaluated."),
+        Block("h2", "Claims of the paper, judged from this run"),
+        Block("table", pd.DataFrame([{"claim": c.statement, "verdict": c.verdict.upper(), "numbers": c.summary}
+                                     for c in claims])),
+        Block("h2", "Figures"),
+    ]
+    for name, caption in FIGURES.items():
+        if name in figure_files:
+            blocks.append(Block("figure", figure_files[name], caption))
+    blocks += [
+        Block("h2", "Figure 2: final lower bounds"),
+        Block("p", "Average lower bound per datapoint (estimator B, L = 1) on the evaluation subsets at the end of "
+                   "each run's budget; the paper's test curve read at the same number of samples (\"off-axis\" where "
+                   "the paper's axes do not show it) and at its right edge (10^8 samples)."),
+        Block("table", fig2_table(curves, reference)),
+        Block("h2", "Figure 3: final marginal likelihoods"),
+        Block("p", "log p(x) per datapoint at the last checkpoint: the Appendix D estimator with its standard error, "
+                   "importance sampling (K samples, a stochastic lower bound) and the grid (exact up to its error "
+                   "bound) as cross-checks; the paper's test value at the same samples."),
+        Block("table", fig3_table(marginal_likelihoods, reference)),
+        Block("h2", "Evidence behind each claim"),
+    ]
+    for claim in claims:
+        blocks.append(Block("h3", f"{claim.statement}: {claim.verdict.upper()}"))
+        blocks.append(Block("p", claim.summary))
+        if not claim.evidence.empty:
+            blocks.append(Block("table", claim.evidence))
+    blocks += [
+        Block("h2", "Runs"),
+        Block("table", runs_table(finals)),
+        Block("h2", "Provenance"),
+        Block("p", f"params.yaml sha256 `{provenance['params_sha256'][:16]}…`; data: "
+                   + ", ".join(f"`{k}` `{v[:12]}…`" for k, v in provenance["data_sha256"].items())
+                   + f"; torch {provenance['packages'].get('torch')}, device(s) {', '.join(provenance['devices'])}; "
+                   f"CPU {provenance['machine'].get('cpu')}. Full record: [provenance.json](provenance.json), "
+                   f"metrics: [metrics.json](metrics.json)."),
+        Block("table", pd.DataFrame([{"stage": k, "wall seconds": v}
+                                     for k, v in provenance["stage_wall_seconds"].items()])),
+    ]
+    return blocks
+
+
+def render_markdown(blocks: list[Block]) -> str:
+    lines = []
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3"):
+            lines += ["#" * int(block.kind[1]) + " " + block.content, ""]
+        elif block.kind == "p":
+            lines += [block.content, ""]
+        elif block.kind == "table":
+            rows = format_table(block.content)
+            lines.append("| " + " | ".join(rows[0]) + " |")
+            lines.append("|" + "---|" * len(rows[0]))
+            lines += ["| " + " | ".join(cell.replace("|", "\\|") for cell in row) + " |" for row in rows[1:]]
+            lines.append("")
+        elif block.kind == "figure":
+            png = next(f for f in block.content if f.endswith(".png"))
+            others = " · ".join(f"[{Path(f).suffix[1:].upper()}]({f})" for f in block.content)
+            lines += [f"![{block.caption}]({png})", "", f"*{block.caption}* ({others})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def render_html(blocks: list[Block], base: Path, title: str) -> str:
+    """One HTML file with the figures embedded as data URIs (it opens anywhere, offline)."""
+    body = []
+    for block in blocks:
+        if block.kind in ("h1", "h2", "h3"):
+            body.append(f"<{block.kind}>{_inline(block.content)}</{block.kind}>")
+        elif block.kind == "p":
+            body.append(f"<p>{_inline(block.content)}</p>")
+        elif block.kind == "table":
+            rows = format_table(block.content)
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
+            cells = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
+        elif block.kind == "figure":
+            png = next(f for f in block.content if f.endswith(".png"))
+            data = base64.b64encode((base / png).read_bytes()).decode()
+            body.append(f'<figure><img alt="{html.escape(block.caption)}" src="data:image/png;base64,{data}">'
+                        f"<figcaption>{html.escape(block.caption)}</figcaption></figure>")
+    style = ("body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:0.85em}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}th{background:#f3f3f3}td:first-child,th:first-child{text-align:left}"
+             "img{max-width:100%}figure{margin:1.5em 0}code{background:#f3f3f3;padding:0 3px}")
+    return (f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<style>{style}</style></head><body>\n" + "\n".join(body) + "\n</body></html>\n")
+
+
+def _inline(text: str) -> str:
+    """Markdown's `code` and [label](link) in a paragraph, as HTML (links stay relative)."""
+    escaped = html.escape(text)
+    escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', escaped)
+
+
+def markdown_links(text: str) -> list[str]:
+    """Every link target of a markdown text (images and links), for checking that they resolve."""
+    return re.findall(r"\]\(([^)\s]+)\)", text)

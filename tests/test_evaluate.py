@@ -1,0 +1,106 @@
+"""The marginal-likelihood evaluation stage on small trained runs."""
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from pipeline import evaluate as evaluate_module
+from pipeline.cli import main
+from pipeline.evaluate import COLUMNS, EvaluationError, evaluate_run, settings_from_params
+from pipeline.params import ParamsError, load_params
+from pipeline.run_config import build_run_config
+from pipeline.train import run_training
+
+from .conftest import REPO
+
+
+@pytest.fixture(scope="module")
+def trained_runs(tmp_path_factory):
+    """An AEVB and an MCEM run of a small Nz = 3 model, with three checkpoints each."""
+    tmp = tmp_path_factory.mktemp("evaluate")
+    rng = np.random.default_rng(0)
+    prepared = tmp / "prepared"
+    prepared.mkdir()
+    images = (rng.random((500, 784)) < 0.15) * rng.integers(0, 256, (500, 784))
+    np.savez(prepared / "mnist_ntrain300.npz", train_x=images[:300].astype(np.uint8),
+             test_x=images[300:].astype(np.uint8))
+    params = load_params(REPO / "params.yaml")
+    params["profile"] = "smoke"
+    params["experiments"]["fig3"]["mnist"]["hidden_units"] = 16
+    params["optimizer"]["warmup_steps"] = 5
+    params["optimizer"]["step_size"] = 0.05
+    params["profiles"]["smoke"]["fig3"] = {
+        "mnist": {"samples": 3000, "step_size_trial_samples": 1000},
+        "eval_points_per_decade": 2, "eval_first_samples": 1000, "eval_train_points": 100,
+        "eval_test_points": 100, "checkpoint_every": 1000,
+        "marginal_likelihood": {"train_points": 40, "test_points": 30, "cross_checks": "final"},
+    }
+    params["evaluation"]["marginal_likelihood"].update(hmc_samples=50, burn_in=50, importance_samples=300)
+    params_path = tmp / "params.yaml"
+    params_path.write_text(yaml.safe_dump(params))
+    runs = {}
+    for algorithm in ("aevb", "mcem"):
+        config = build_run_config(params, "fig3", "mnist", algorithm, 3, ntrain=300)
+        runs[algorithm] = tmp / algorithm
+        run_training(config, runs[algorithm], prepared, progress=False)
+    return params, params_path, prepared, runs
+
+
+@pytest.mark.parametrize("algorithm", ["aevb", "mcem"])
+def test_every_checkpoint_gets_appendix_d_and_the_final_one_the_cross_checks(trained_runs, algorithm):
+    params, _, prepared, runs = trained_runs
+    frame = evaluate_run(runs[algorithm], prepared, settings_from_params(params), "cpu", progress=False)
+    assert list(frame.columns) == COLUMNS
+    assert sorted(frame.samples_seen.unique()) == [1000, 2000, 3000]
+    appendix_d = frame[frame.estimator == "appendix_d"]
+    assert len(appendix_d) == 3 * 2 and set(appendix_d.split) == {"train", "test"}
+    assert set(frame[frame.samples_seen < 3000].estimator) == {"appendix_d"}
+    final = frame[frame.samples_seen == 3000].set_index(["split", "estimator"])
+    assert set(final.index.get_level_values("estimator")) == {"appendix_d", "importance_sampling", "grid"}
+    assert (final.points.xs("train", level="split") == 40).all() and (final.points.xs("test", level="split") == 30).all()
+    assert np.isfinite(frame.value).all() and (frame.value < 0).all() and (frame.standard_error >= 0).all()
+    for split in ("train", "test"):
+        grid = final.loc[(split, "grid")]
+        assert grid.diagnostic_value < 0.05, "the grid's error bound is too loose to check against"
+        # Appendix D and the exact integral agree; importance sampling is a bound from below.
+        assert abs(final.loc[(split, "appendix_d")].value - grid.value) < 0.5
+        assert final.loc[(split, "importance_sampling")].value < grid.value + 0.05
+        assert final.loc[(split, "importance_sampling")].value > grid.value - 1.0
+    acceptance = appendix_d.diagnostic_value
+    assert ((acceptance > 0.5) & (acceptance <= 1)).all()
+
+
+def test_a_rerun_reuses_the_rows_and_changed_settings_recompute(trained_runs, monkeypatch):
+    params, _, prepared, runs = trained_runs
+    settings = settings_from_params(params)
+    first = evaluate_run(runs["aevb"], prepared, settings, "cpu", progress=False)
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("an up-to-date checkpoint was evaluated again")
+
+    monkeypatch.setattr(evaluate_module, "estimate_split", must_not_run)
+    again = evaluate_run(runs["aevb"], prepared, settings, "cpu", progress=False)
+    pd.testing.assert_frame_equal(first, again, check_dtype=False)
+    monkeypatch.undo()
+
+    from dataclasses import replace
+    changed = evaluate_run(runs["aevb"], prepared, replace(settings, burn_in=21), "cpu", progress=False)
+    assert not set(changed.fingerprint) & set(first.fingerprint)
+    same_numbers = evaluate_run(runs["aevb"], prepared, settings, "cpu", progress=False)
+    pd.testing.assert_frame_equal(first.drop(columns="wall_seconds"), same_numbers.drop(columns="wall_seconds"),
+                                  check_dtype=False)
+
+
+def test_bad_settings_and_missing_runs_are_clear_errors(trained_runs, tmp_path):
+    params, params_path, prepared, _ = trained_runs
+    bad = yaml.safe_load(params_path.read_text())
+    bad["profiles"]["smoke"]["fig3"]["marginal_likelihood"]["cross_checks"] = "sometimes"
+    with pytest.raises(ParamsError, match="cross_checks"):
+        settings_from_params(bad)
+    with pytest.raises(EvaluationError, match="not a trained run directory"):
+        evaluate_run(tmp_path, prepared, settings_from_params(params), "cpu", progress=False)
+    result = CliRunner().invoke(main, ["evaluate", "marginal-likelihood", "--run", str(tmp_path),
+                                       "--params", str(params_path), "--prepared-dir", str(prepared)])
+    assert result.exit_code == 1 and "not a trained run directory" in result.output
+    assert "Traceback" not in result.output
