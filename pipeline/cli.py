@@ -10,6 +10,7 @@ from vae_core import NonFiniteLossError
 
 from .data_commands import data
 from .evaluate_commands import evaluate
+from .compare_commands import compare
 from .figure_commands import figures, report
 from .bench import run_bench
 from .devices import DEVICE_CHOICES, resolve_device
@@ -29,6 +30,7 @@ main.add_command(data)
 main.add_command(evaluate)
 main.add_command(figures)
 main.add_command(report)
+main.add_command(compare)
 
 
 @main.command()

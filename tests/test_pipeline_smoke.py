@@ -38,6 +38,7 @@ def smoke_repo(tmp_path_factory):
             shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
         elif source.exists():
             shutil.copy(source, repo / name)
+    shutil.rmtree(repo / "reports" / "smoke", ignore_errors=True)  # the committed one is the gate's base
     params = yaml.safe_load((repo / "params.yaml").read_text())
     params["profile"] = "smoke"
     params["data"]["mirrors"] = []  # the mirror comes from the environment variable instead
@@ -51,6 +52,10 @@ def smoke_repo(tmp_path_factory):
     result = dvc("repro", cwd=repo, env=env)
     elapsed = time.perf_counter() - start
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    if os.environ.get("VAEBENCH_SMOKE_REPORT_OUT"):  # .ci/run's gate compares this report with the committed one
+        out = Path(os.environ["VAEBENCH_SMOKE_REPORT_OUT"])
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.copytree(repo / "reports" / "smoke", out)
     return repo, env, params, elapsed
 
 
@@ -142,3 +147,41 @@ def test_smoke_pipeline_draws_every_figure_and_writes_the_report(smoke_repo):
     assert shown.returncode == 0 and "fig2/mnist/nz20/aevb/test_lb" in shown.stdout, shown.stderr
     plots = dvc("plots", "show", "--json", cwd=repo, env=env)
     assert plots.returncode == 0 and "plots/fig3.csv" in plots.stdout, plots.stderr[-2000:]
+
+
+def vaebench_compare(*args, cwd, env):
+    return subprocess.run([sys.executable, "-m", "pipeline.cli", "compare", *map(str, args)], cwd=cwd, env=env,
+                          text=True, capture_output=True, timeout=300)
+
+
+def test_the_smoke_report_matches_the_committed_one(smoke_repo):
+    """The CI gate on unmodified code: the fresh smoke metrics against reports/smoke/metrics.json
+    as committed (throughput over a 20,000-sample run is not a speed benchmark: `vaebench bench`)."""
+    repo, env, _, _ = smoke_repo
+    committed = REPO / "reports" / "smoke"
+    assert (committed / "metrics.json").is_file(), "commit the smoke report (see README: the CI gate)"
+    result = vaebench_compare(committed, repo / "reports" / "smoke", "--exclude", "speed/*",
+                              "--params", REPO / "params.yaml", cwd=REPO, env=env)
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+
+
+def test_the_gate_fails_on_an_injected_regression(smoke_repo, tmp_path):
+    """A halved Adagrad step size for the MNIST runs of Figure 2, applied in a copy of the smoke
+    repository: DVC re-runs only the stages it touches, and compare must call it a regression."""
+    repo, env, _, _ = smoke_repo
+    copy = tmp_path / "regressed"
+    shutil.copytree(repo, copy, symlinks=True)
+    params = yaml.safe_load((copy / "params.yaml").read_text())
+    mnist = params["profiles"]["smoke"]["fig2"]["mnist"]
+    mnist["step_size"] = mnist["step_size"] / 2
+    (copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    regressed_env = {**env, "PYTHONPATH": str(copy)}
+    result = dvc("repro", cwd=copy, env=regressed_env)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
+    assert "Running stage 'fig3" not in result.stdout  # only the stages the change touches
+    gate = vaebench_compare(repo / "reports" / "smoke", copy / "reports" / "smoke", "--exclude", "speed/*",
+                            "--format", "json", "--params", REPO / "params.yaml", cwd=REPO, env=env)
+    assert gate.returncode == 1, gate.stdout[-4000:] + gate.stderr[-2000:]
+    worse = set(json.loads(gate.stdout)["regressions"])
+    assert any(key.startswith("fig2/mnist/") and key.endswith("_lb") for key in worse), worse
+    assert not any(key.startswith("fig3/") for key in worse), worse

@@ -8,6 +8,7 @@ import torch
 
 from ..hmc import hmc_sample
 from .estimate import MarginalLikelihoodEstimate
+from .log_joint import shared_grid_log_joint
 from .posterior_density import DEFAULT_BANDWIDTH_MULTIPLIERS, fit_posterior_density
 
 
@@ -44,27 +45,45 @@ def _log_ratio_standard_errors(log_ratio: torch.Tensor) -> dict[str, torch.Tenso
 
 
 @torch.no_grad()
-def prior_resampled_start(model, x: torch.Tensor, z_dim: int, candidates: int = 1000,
-                          chunk_elements: int = 2 ** 25) -> torch.Tensor:
-    """A starting state per datapoint by sampling-importance-resampling from the prior.
+def prior_resampled_start(model, x: torch.Tensor, z_dim: int, candidates: int = 20000,
+                          grid_bounds: float = 8.0, chunk_elements: int = 2 ** 25) -> torch.Tensor:
+    """A starting state per datapoint by sampling-importance-resampling over shared candidates.
 
-    Draws ``candidates`` z_k ~ p(z) for each of the C datapoints and returns one z_k per
-    datapoint, chosen with probability proportional to p(x|z_k) (the importance weight of the
-    prior as proposal for the posterior), so the start lies in a posterior mode with roughly that
-    mode's mass. Batched over datapoints; candidates are scored in chunks of about
-    ``chunk_elements`` decoder outputs to bound memory. Uses the global torch RNG.
+    For Nz <= 3 the candidates are the nodes of a regular grid on [-grid_bounds, grid_bounds]^Nz
+    with about ``candidates`` x 5 nodes (Nz = 3: 49^3, spacing 0.33), a uniform proposal, so each
+    datapoint picks a node with probability proportional to p(x, z) (Gumbel-max); a posterior mode
+    anywhere in the box, also far out in the prior's tail, is found. For Nz > 3 they are
+    ``candidates`` draws from p(z), picked with probability proportional to p(x|z). The candidates
+    are shared by all datapoints, so the decoder runs once per candidate and the likelihoods are
+    one matrix product (:func:`shared_grid_log_joint`), in chunks of about ``chunk_elements``.
+    Uses the global torch RNG.
     """
     if candidates < 1:
         raise ValueError(f"prior_candidates must be at least 1, got {candidates}")
     C = x.shape[0]
-    z = torch.randn(candidates, C, z_dim, device=x.device, dtype=x.dtype)
-    log_lik = torch.empty(candidates, C, device=x.device, dtype=x.dtype)
-    per_chunk = max(1, chunk_elements // max(1, C * x.shape[1]))
-    for first in range(0, candidates, per_chunk):
-        block = z[first:first + per_chunk]
-        log_lik[first:first + per_chunk] = model.decoder(block).log_prob(x.expand(block.shape[0], *x.shape))
-    choice = torch.distributions.Categorical(logits=log_lik.T.double()).sample()  # (C,)
-    return z[choice, torch.arange(C, device=x.device)]
+    if z_dim <= 3:
+        n = max(2, int(round((5 * candidates) ** (1.0 / z_dim))))
+        axis = torch.linspace(-grid_bounds, grid_bounds, n, dtype=x.dtype, device=x.device)
+        points = torch.cartesian_prod(*([axis] * z_dim)).reshape(-1, z_dim)
+        subtract_prior = False  # uniform proposal: weight p(x, z)
+    else:
+        points = torch.randn(candidates, z_dim, device=x.device, dtype=x.dtype)
+        subtract_prior = True  # prior proposal: weight p(x|z)
+    per_chunk = max(1, chunk_elements // max(1, C))
+    best_score = torch.full((C,), -math.inf, dtype=torch.float64, device=x.device)
+    best_index = torch.zeros(C, dtype=torch.long, device=x.device)
+    for first in range(0, points.shape[0], per_chunk):
+        block = points[first:first + per_chunk]
+        log_weight = shared_grid_log_joint(model, x, block).double()  # (C, G)
+        if subtract_prior:
+            log_weight = log_weight - model.prior().log_prob(block).double()[None]
+        uniform = torch.rand(log_weight.shape, dtype=torch.float64, device=x.device).clamp_min(1e-300)
+        score = torch.nan_to_num(log_weight, nan=-math.inf) - torch.log(-torch.log(uniform))  # + Gumbel
+        value, index = score.max(dim=1)
+        better = value > best_score
+        best_score = torch.where(better, value, best_score)
+        best_index = torch.where(better, index + first, best_index)
+    return points[best_index].clone()
 
 
 @torch.no_grad()
@@ -76,7 +95,7 @@ def appendix_d_estimator(
     burn_in: int = 50,
     init: str = "encoder",
     z_init: torch.Tensor | None = None,
-    prior_candidates: int = 1000,
+    prior_candidates: int = 20000,
     step_size=None,
     target_accept: float = 0.9,
     step_size_jitter: float = 0.5,

@@ -15,7 +15,7 @@ from .log_joint import DEFAULT_MAX_CHUNK_ELEMENTS, fast_log_joint, shared_grid_l
 DEFAULT_GRID_POINTS = {1: 1025, 2: 129, 3: 33}
 # Stage 2 (a box per datapoint, for the datapoints stage 1 does not resolve): nodes per dimension of
 # the base grid in each box (refined to 257, 65, 25).
-DEFAULT_ADAPTIVE_GRID_POINTS = {1: 129, 2: 33, 3: 13}
+DEFAULT_ADAPTIVE_GRID_POINTS = {1: 129, 2: 33, 3: 9}
 # Nodes per dimension of the coarse shared grid that locates each posterior for stage 2.
 DEFAULT_LOCATE_POINTS = {1: 801, 2: 201, 3: 41}
 
@@ -192,7 +192,7 @@ def grid_estimator(
     posterior mass; the datapoint's box is the bounding box of the nodes within ``threshold``
     nats (default 25) of its best node, widened by one spacing; ``zoom_passes`` (default 1)
     passes repeat this inside that box on an ``adaptive_points_per_dim`` grid (default 129 / 33 /
-    13); the final grid has 2m - 1 nodes per dimension on the box (257 / 65 / 25). Its result
+    9); the final grid has 2m - 1 nodes per dimension on the box (257 / 65 / 17). Its result
     replaces stage 1's where its discretization error is smaller. The encoder's q(z|x) is
     deliberately not used to place any box: the point of the cross-check is not to trust it, and
     an MCEM model has no trained encoder.
@@ -212,7 +212,7 @@ def grid_estimator(
     2 used), ``box_low``/``box_high`` (C, Nz).
 
     Cost (Nz = 3, 1,000 MNIST points): stage 1 is 65^3 = 274,625 decoder evaluations and a
-    (1000 x 784) x (784 x 274,625) product; stage 2 costs 13^3 + 25^3 = 17,822 decoder evaluations
+    (1000 x 784) x (784 x 274,625) product; stage 2 costs 9^3 + 17^3 = 5,642 decoder evaluations
     per datapoint it treats. Raises ValueError for Nz > 3 (n^Nz nodes is impractical there; use
     the other two estimators).
     """
