@@ -33,7 +33,6 @@ import re
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
 
 from .reference import REFERENCE_DIR, Reference
 

@@ -29,7 +29,7 @@ estimator's time, ``diagnostic``/``diagnostic_value`` one health number per esti
 HMC acceptance rate; importance sampling: mean effective sample size; grid: largest error bound).
 
 The file is rewritten atomically after every checkpoint. Every row carries a fingerprint of the
-settings and of the checkpoint file; a re-run keeps the rows whose fingerprint still matches and
+settings, of the checkpoint file and of the estimators' source code; a re-run keeps the rows whose fingerprint still matches and
 computes only the rest, so an interrupted evaluation resumes and an unchanged one costs nothing.
 Random numbers are seeded per (seed, checkpoint, split): the same settings give the same numbers.
 """
@@ -46,6 +46,8 @@ from typing import Any
 import pandas as pd
 import torch
 from tqdm import tqdm
+
+import vae_core
 
 from vae_core import ModelConfig, VariationalAutoEncoder
 from vae_core.marginal_likelihood import (
@@ -144,6 +146,17 @@ def model_from_checkpoint(config: RunConfig, state: dict, device: torch.device) 
     return model
 
 
+def estimator_source_fingerprint() -> str:
+    """sha256 over the estimators' source (vae_core/marginal_likelihood/ and the HMC), so rows
+    computed by other code are recomputed, never reused."""
+    root = Path(vae_core.__file__).parent
+    digest = hashlib.sha256()
+    for path in sorted([*(root / "marginal_likelihood").glob("*.py"), root / "hmc.py", root / "model.py",
+                        root / "networks.py"]):
+        digest.update(path.name.encode() + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -215,11 +228,12 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
     out = run_dir / "marginal_likelihood.csv"
     existing = read_existing_rows(out)
     done = set(existing["fingerprint"].astype(str))
+    estimator_source = estimator_source_fingerprint()
     rows = []
     for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.name}", disable=not progress)):
         cross_check = settings.cross_checks == "all" or (settings.cross_checks == "final" and index == len(checkpoints) - 1)
         fingerprint = hashlib.sha256(
-            f"{settings.fingerprint()} {file_sha256(path)} {cross_check}".encode()).hexdigest()[:16]
+            f"{settings.fingerprint()} {file_sha256(path)} {cross_check} {estimator_source}".encode()).hexdigest()[:16]
         if fingerprint in done:
             rows += existing[existing["fingerprint"].astype(str) == fingerprint].to_dict("records")
             continue
