@@ -46,17 +46,20 @@ def _log_ratio_standard_errors(log_ratio: torch.Tensor) -> dict[str, torch.Tenso
 
 @torch.no_grad()
 def prior_resampled_start(model, x: torch.Tensor, z_dim: int, candidates: int = 20000,
-                          grid_bounds: float = 8.0, chunk_elements: int = 2 ** 25) -> torch.Tensor:
+                          grid_bounds: float = 8.0, top_k: int = 64, chunk_elements: int = 2 ** 24) -> torch.Tensor:
     """A starting state per datapoint by sampling-importance-resampling over shared candidates.
 
     For Nz <= 3 the candidates are the nodes of a regular grid on [-grid_bounds, grid_bounds]^Nz
     with about ``candidates`` x 5 nodes (Nz = 3: 49^3, spacing 0.33), a uniform proposal, so each
-    datapoint picks a node with probability proportional to p(x, z) (Gumbel-max); a posterior mode
+    datapoint picks a node with probability proportional to p(x, z); a posterior mode
     anywhere in the box, also far out in the prior's tail, is found. For Nz > 3 they are
     ``candidates`` draws from p(z), picked with probability proportional to p(x|z). The candidates
     are shared by all datapoints, so the decoder runs once per candidate and the likelihoods are
     one matrix product (:func:`shared_grid_log_joint`), in chunks of about ``chunk_elements``.
-    Uses the global torch RNG.
+    The draw is made among each datapoint's ``top_k`` (64) heaviest candidates, kept as the
+    chunks stream by: the rest carry a negligible share of the weight for a posterior narrower
+    than the grid, and would each be picked with tiny probability for a broad one (where any of
+    the top candidates is an equally good start). Uses the global torch RNG.
     """
     if candidates < 1:
         raise ValueError(f"prior_candidates must be at least 1, got {candidates}")
@@ -70,20 +73,21 @@ def prior_resampled_start(model, x: torch.Tensor, z_dim: int, candidates: int = 
         points = torch.randn(candidates, z_dim, device=x.device, dtype=x.dtype)
         subtract_prior = True  # prior proposal: weight p(x|z)
     per_chunk = max(1, chunk_elements // max(1, C))
-    best_score = torch.full((C,), -math.inf, dtype=torch.float64, device=x.device)
-    best_index = torch.zeros(C, dtype=torch.long, device=x.device)
+    keep = min(top_k, points.shape[0])
+    best_weight = torch.full((C, keep), -math.inf, dtype=torch.float32, device=x.device)
+    best_index = torch.zeros(C, keep, dtype=torch.long, device=x.device)
     for first in range(0, points.shape[0], per_chunk):
         block = points[first:first + per_chunk]
-        log_weight = shared_grid_log_joint(model, x, block).double()  # (C, G)
+        log_weight = shared_grid_log_joint(model, x, block).float()  # (C, G)
         if subtract_prior:
-            log_weight = log_weight - model.prior().log_prob(block).double()[None]
-        uniform = torch.rand(log_weight.shape, dtype=torch.float64, device=x.device).clamp_min(1e-300)
-        score = torch.nan_to_num(log_weight, nan=-math.inf) - torch.log(-torch.log(uniform))  # + Gumbel
-        value, index = score.max(dim=1)
-        better = value > best_score
-        best_score = torch.where(better, value, best_score)
-        best_index = torch.where(better, index + first, best_index)
-    return points[best_index].clone()
+            log_weight = log_weight - model.prior().log_prob(block).float()[None]
+        log_weight = torch.nan_to_num(log_weight, nan=-math.inf)
+        merged_weight = torch.cat([best_weight, log_weight], dim=1)
+        merged_index = torch.cat([best_index, first + torch.arange(block.shape[0], device=x.device).expand(C, -1)], dim=1)
+        best_weight, position = merged_weight.topk(keep, dim=1)
+        best_index = merged_index.gather(1, position)
+    choice = torch.distributions.Categorical(logits=best_weight.double()).sample()  # (C,)
+    return points[best_index[torch.arange(C, device=x.device), choice]].clone()
 
 
 @torch.no_grad()
