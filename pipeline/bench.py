@@ -1,78 +1,369 @@
-"""``vaebench bench``: training throughput on this machine, medians over repeats (not a test).
+"""``vaebench bench``: how fast this suite trains and evaluates on this machine (a benchmark, not a test).
 
-Measures AEVB training samples per second at M = 100 on the Figure 2 MNIST model (500 hidden units,
-Nz = 20) and the Figure 3 model (100 hidden units, Nz = 3), on real MNIST grey levels when the
-prepared data exists (random grey levels otherwise; the cost does not depend on the values), plus a
-float32 matrix-multiply calibration at the model's largest shape as a reference for the machine.
+One run measures, each as the median of ``repeats`` timed repeats after a warm-up:
+
+- **calibration**: the peak float32 matrix-multiply rate at the model's own shapes (the five
+  products of size M x D x H of one AEVB update at M = 100, each timed alone in a tight loop as
+  the training step calls it), and from it the arithmetic **limit** in training samples per second:
+  rate / FLOPs per sample, FLOPs per sample = 3 x the forward pass's matrix-multiply FLOPs
+  (forward + a backward of twice the forward: the convention of issue 7, 4.9 MFLOP for this
+  model). Our backward needs no gradient with respect to the data, so it does about 4.1 MFLOP;
+  the limit is stated in the convention's units either way.
+- **tutorial**: the same model trained the way a typical tutorial does it -- an ``nn.Module``
+  VAE fed by a shuffling ``DataLoader`` over a ``TensorDataset``, ``F.binary_cross_entropy`` on
+  the sigmoid output, ``torch.optim.Adagrad`` (same M, same data).
+- **ours**: ``AEVB`` through ``vae_core.training.train_steps`` (the pipeline's path: the fused
+  update, vae_core.fused_aevb), and its autograd path for reference; wake-sleep and MCEM (the
+  baselines) through the same loop; on the Figure 2 MNIST model (500 hidden, Nz = 20) and the
+  Figure 3 model (100 hidden, Nz = 3). On N = 50,000 a timing run visits each MCEM chain less
+  than once, so its acceptance there mostly reflects the population step size first visits
+  start from; a separate MCEM run on 1,000 datapoints shows where the per-chain tuner settles.
+- **stacked sweeps**: R runs of the Figure 3 model trained at once by one StackedAEVB, aggregate
+  samples per second against one run's.
+- **evaluation share**: one evaluation pass (the bound on 10,000 training + 10,000 test points,
+  as the default profile evaluates) against the training time between evaluations on the
+  default schedule.
+- **marginal likelihood** (optional): seconds per 1,000 datapoints of Appendix D, importance
+  sampling (K = 5,000) and the grid on the Figure 3 model (pipeline.bench_marginal_likelihood).
+
+Uses the prepared MNIST training split when it exists (random grey levels otherwise: the cost does
+not depend on the values). Run it on a quiet machine: a second busy process halves everything.
 """
 from __future__ import annotations
 
+import os
+import platform
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
 
+from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, ModelConfig, OptimizerConfig, VariationalAutoEncoder
-from vae_core.training import train_steps
+from vae_core.fused_aevb import StackedAEVB
+from vae_core.training import generator_like_global, train_stacked_steps, train_steps
 
-BENCH_MODELS = {
-    "fig2_mnist_h500_nz20": (500, 20),
-    "fig3_mnist_h100_nz3": (100, 3),
-}
+M = 100
+X_DIM = 784
+MODELS = {"fig2_mnist_h500_nz20": (500, 20), "fig3_mnist_h100_nz3": (100, 3)}
+ALGORITHMS = {"aevb": AEVB, "wake_sleep": WakeSleep, "mcem": MonteCarloEM}
 
 
-def mnist_like_data(prepared_dir: str | Path, device: torch.device) -> torch.Tensor:
+def mnist_like_data(prepared_dir: str | Path, device: torch.device) -> tuple[torch.Tensor, str]:
     path = Path(prepared_dir) / "mnist.npz"
     if path.exists():
         with np.load(path) as arrays:
-            return torch.from_numpy(arrays["train_x"].astype(np.float32) / 256.0).to(device)
+            x = torch.from_numpy(arrays["train_x"].astype(np.float32) / np.float32(256.0))
+        return x.to(device), f"MNIST training split ({path})"
     generator = torch.Generator().manual_seed(0)
-    return torch.rand(50_000, 784, generator=generator).to(device)
+    return torch.rand(50_000, X_DIM, generator=generator).to(device), "random grey levels"
 
 
-def median_rate(work, units: float, repeats: int) -> tuple[float, list[float]]:
-    rates = []
+def median_rate(work: Callable[[], object], units: float, repeats: int, device: torch.device) -> dict:
+    """Median (and every) rate of ``units`` per second over ``repeats`` timed calls of ``work``."""
+    rates = [timed_rate(work, units, device) for _ in range(repeats)]
+    return {"median": round(statistics.median(rates), 1), "repeats": [round(r, 1) for r in rates]}
+
+
+def timed_rate(work: Callable[[], object], units: float, device: torch.device) -> float:
+    synchronize(device)
+    start = time.perf_counter()
+    work()
+    synchronize(device)
+    return units / (time.perf_counter() - start)
+
+
+def interleaved_rates(contenders: dict[str, tuple[Callable[[], object], float]], repeats: int,
+                      device: torch.device) -> dict[str, list[float]]:
+    """Rates of several contenders measured in rounds, each round timing every contender once.
+
+    This machine's speed drifts by tens of percent over seconds (a shared host); timing the
+    contenders side by side in each round lets their ratios be taken per round, where the drift
+    cancels, and summarized by the median over rounds."""
+    rates: dict[str, list[float]] = {name: [] for name in contenders}
     for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        rates.append(units / (time.perf_counter() - start))
-    return statistics.median(rates), rates
+        for name, (work, units) in contenders.items():
+            rates[name].append(timed_rate(work, units, device))
+    return rates
 
 
-def aevb_samples_per_second(
-    x: torch.Tensor, hidden: int, z_dim: int, steps: int, repeats: int, batch_size: int = 100
-) -> dict:
+def summary(rates: list[float]) -> dict:
+    return {"median": round(statistics.median(rates), 1), "repeats": [round(r, 1) for r in rates]}
+
+
+def median_ratio(numerator: list[float], denominator: list[float]) -> float:
+    return round(statistics.median(a / b for a, b in zip(numerator, denominator)), 3)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def forward_matmul_flops(hidden: int, z_dim: int, x_dim: int = X_DIM) -> int:
+    """Matrix-multiply FLOPs of one datapoint's forward pass (encoder, both heads, decoder)."""
+    return 2 * (x_dim * hidden + hidden * 2 * z_dim + z_dim * hidden + hidden * x_dim)
+
+
+def matmul_calibration(hidden: int, device: torch.device) -> tuple[Callable[[], object], float]:
+    """Peak float32 matrix-multiply work at the model's shapes, as (work, GFLOP of one call).
+
+    The five large products of one update at M = 100, as the update calls them (batched over a
+    run dimension of 1, transposed operands where it has them), each repeated in a tight loop
+    with its operands hot in cache. A training step cannot beat this rate: between its products
+    the operands cycle through the cache and elementwise work runs."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(1, M, X_DIM, generator=g).to(device)
+    w = torch.rand(1, hidden, X_DIM, generator=g).to(device)
+    h = torch.rand(1, M, hidden, generator=g).to(device)
+    d_o = torch.rand(1, M, X_DIM, generator=g).to(device)
+    bias = torch.rand(1, 1, hidden, generator=g).to(device)
+    bias_out = torch.rand(1, 1, X_DIM, generator=g).to(device)
+    products = [
+        lambda: torch.baddbmm(bias, x, w.transpose(1, 2)),   # encoder hidden layer
+        lambda: torch.baddbmm(bias_out, h, w),                # decoder output layer
+        lambda: torch.bmm(d_o.transpose(1, 2), h),            # its weight gradient
+        lambda: torch.bmm(d_o, w.transpose(1, 2)),            # the decoder hidden layer's gradient
+        lambda: torch.bmm(h.transpose(1, 2), x),              # the encoder weight gradient
+    ]
+    iterations = 40
+
+    def work():
+        for product in products:
+            for _ in range(iterations):
+                product()
+
+    work()
+    return work, len(products) * iterations * 2 * M * X_DIM * hidden / 1e9
+
+
+class TutorialVAE(nn.Module):
+    """The VAE of a typical PyTorch tutorial, with the paper's architecture (one tanh layer)."""
+
+    def __init__(self, hidden: int, z_dim: int):
+        super().__init__()
+        self.enc = nn.Linear(X_DIM, hidden)
+        self.mu = nn.Linear(hidden, z_dim)
+        self.logvar = nn.Linear(hidden, z_dim)
+        self.dec = nn.Linear(z_dim, hidden)
+        self.out = nn.Linear(hidden, X_DIM)
+
+    def forward(self, x):
+        h = torch.tanh(self.enc(x))
+        mu, logvar = self.mu(h), self.logvar(h)
+        z = mu + torch.exp(0.5 * logvar) * torch.randn_like(mu)
+        return torch.sigmoid(self.out(torch.tanh(self.dec(z)))), mu, logvar
+
+
+def tutorial_loop(x: torch.Tensor, hidden: int, z_dim: int, device: torch.device) -> Callable[[int], None]:
+    """n steps of the typical tutorial training loop on the model (the reference of issue 7)."""
     torch.manual_seed(0)
-    model = VariationalAutoEncoder(ModelConfig(784, z_dim, hidden, "bernoulli")).to(x.device)
-    algorithm = AEVB(model, x.shape[0], OptimizerConfig(0.02, warmup_steps=0))
-    train_steps(algorithm, x, 20, batch_size)  # warm up allocator and kernels
-    median, rates = median_rate(
-        lambda: train_steps(algorithm, x, steps, batch_size), steps * batch_size, repeats
-    )
-    return {"samples_per_second": round(median, 1), "repeats": [round(r, 1) for r in rates]}
+    model = TutorialVAE(hidden, z_dim).to(device)
+    optimizer = torch.optim.Adagrad(model.parameters(), lr=0.02)
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x), batch_size=M, shuffle=True)
+    batches = iter(loader)
+
+    def next_batch():
+        nonlocal batches
+        try:
+            return next(batches)[0]
+        except StopIteration:
+            batches = iter(loader)
+            return next(batches)[0]
+
+    def train(n):
+        for _ in range(n):
+            batch = next_batch()
+            recon, mu, logvar = model(batch)
+            loss = (F.binary_cross_entropy(recon, batch, reduction="sum")
+                    - 0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())) / batch.shape[0]
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+
+    train(20)
+    return train
 
 
-def matmul_gflops(repeats: int, device: torch.device) -> float:
-    a, b = torch.rand(100, 784, device=device), torch.rand(784, 500, device=device)
-    iterations = 2000
-    median, _ = median_rate(
-        lambda: [a @ b for _ in range(iterations)], 2 * 100 * 784 * 500 * iterations / 1e9, repeats
-    )
-    return round(median, 1)
+def algorithm_loop(name: str, x: torch.Tensor, hidden: int, z_dim: int, device: torch.device,
+                   **options) -> tuple[Callable[[int], None], object]:
+    """n steps of one of our algorithms through vae_core.training.train_steps (the pipeline's path)."""
+    torch.manual_seed(0)
+    model = VariationalAutoEncoder(ModelConfig(X_DIM, z_dim, hidden, "bernoulli")).to(device)
+    algorithm = ALGORITHMS[name](model, x.shape[0], OptimizerConfig(0.02), **options)
+    train_steps(algorithm, x, 20, M)
+    return (lambda n: train_steps(algorithm, x, n, M)), algorithm
 
 
-def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeats: int) -> dict:
-    x = mnist_like_data(prepared_dir, device)
-    results = {
-        "device": str(device),
-        "torch_threads": torch.get_num_threads(),
-        "minibatch_size": 100,
-        "matmul_gflops_100x784x500": matmul_gflops(repeats, device),
-        "aevb": {
-            name: aevb_samples_per_second(x, hidden, z_dim, steps, repeats)
-            for name, (hidden, z_dim) in BENCH_MODELS.items()
-        },
+def mcem_tuner_check(x: torch.Tensor, updates: int = 300) -> dict:
+    """MCEM on the Figure 3 model and the first 1,000 datapoints (each chain visited ~updates/10
+    times): the acceptance rate its per-chain step-size tuner reaches over the last third."""
+    torch.manual_seed(0)
+    model = VariationalAutoEncoder(ModelConfig(X_DIM, 3, 100, "bernoulli")).to(x.device)
+    algorithm = MonteCarloEM(model, 1000, OptimizerConfig(0.02))
+    train_steps(algorithm, x[:1000], updates - updates // 3, M)
+    algorithm.accepted_total, algorithm.proposals_total = 0.0, 0
+    train_steps(algorithm, x[:1000], updates // 3, M)
+    return {"acceptance_rate": round(algorithm.acceptance_rate, 4), "target": algorithm.target_accept,
+            "median_step_size": round(float(algorithm.step_sizes.median()), 4),
+            "setting": f"Figure 3 model, Ntrain = 1,000, {updates} updates, acceptance over the last {updates // 3}"}
+
+
+def stacked_loop(x: torch.Tensor, hidden: int, z_dim: int, runs: int, device: torch.device) -> Callable[[int], object]:
+    """n steps of ``runs`` stacked AEVB runs (different seeds) of one architecture."""
+    models, generators = [], []
+    for seed in range(runs):
+        torch.manual_seed(seed)
+        models.append(VariationalAutoEncoder(ModelConfig(X_DIM, z_dim, hidden, "bernoulli")).to(device))
+        generators.append(generator_like_global(device))
+    engine = StackedAEVB(models, [x.shape[0]] * runs, [0.02] * runs, OptimizerConfig(0.02))
+    data = [x] * runs
+    train_stacked_steps(engine, data, generators, 20, M)
+    return lambda n: train_stacked_steps(engine, data, generators, n, M)
+
+
+def evaluation_share(x: torch.Tensor, hidden: int, z_dim: int, samples_per_second: float, repeats: int,
+                     device: torch.device, points: int = 10_000, total: int = 1_000_000,
+                     first: int = 10_000, per_decade: int = 5) -> dict:
+    """Share of a default-profile run's time spent on evaluating the curve (pipeline/train.py)."""
+    from pipeline.train import evaluation_schedule
+
+    torch.manual_seed(0)
+    model = VariationalAutoEncoder(ModelConfig(X_DIM, z_dim, hidden, "bernoulli")).to(device)
+    algorithm = AEVB(model, x.shape[0], OptimizerConfig(0.02))
+    train_x, test_x = x[:points], x[-points:]
+    passes = median_rate(lambda: (algorithm.evaluate_lower_bound(train_x), algorithm.evaluate_lower_bound(test_x)),
+                         1.0, repeats, device)
+    seconds_per_pass = 1.0 / passes["median"]
+    evaluations = len(evaluation_schedule(first, total, per_decade, M))
+    training_seconds = total / samples_per_second
+    evaluating_seconds = evaluations * seconds_per_pass
+    return {
+        "seconds_per_evaluation": round(seconds_per_pass, 3),
+        "evaluations_per_run": evaluations,
+        "training_seconds_per_run": round(training_seconds, 1),
+        "share_of_run": round(evaluating_seconds / (evaluating_seconds + training_seconds), 4),
+        "schedule": f"{per_decade} per decade from {first:,} to {total:,} samples, "
+                    f"{points:,} train + {points:,} test points each",
     }
+
+
+def marginal_likelihood_costs(points: int, device: torch.device) -> dict:
+    """Seconds per 1,000 datapoints of each estimator on a briefly trained Figure 3 model."""
+    from vae_core.marginal_likelihood import appendix_d_estimator, grid_estimator, importance_sampling_estimator
+
+    from .bench_marginal_likelihood import load_data
+
+    train, test, _ = load_data(50_000, points)
+    train, test = train.to(device), test.to(device)
+    torch.manual_seed(0)
+    model = VariationalAutoEncoder(ModelConfig(X_DIM, 3, 100, "bernoulli")).to(device)
+    train_steps(AEVB(model, train.shape[0], OptimizerConfig(0.02)), train, 2000, M)
+    results = {}
+    for name, run in (("appendix_d", lambda: appendix_d_estimator(model, test)),
+                      ("importance_sampling_k5000", lambda: importance_sampling_estimator(model, test, n_samples=5000)),
+                      ("grid", lambda: grid_estimator(model, test))):
+        torch.manual_seed(1)
+        start = time.perf_counter()
+        estimate = run()
+        seconds = time.perf_counter() - start
+        results[name] = {"seconds_per_1000_points": round(seconds * 1000 / points, 2),
+                         "mean_log_px": round(float(estimate.mean()), 3)}
     return results
+
+
+def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeats: int,
+              marginal_likelihood_points: int = 0, stacked_runs: tuple[int, ...] = (1, 2, 4, 8)) -> dict:
+    x, source = mnist_like_data(prepared_dir, device)
+    results: dict = {
+        "machine": {"device": str(device), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+                    "cpu": platform.processor() or platform.machine(),
+                    "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")},
+        "data": source,
+        "minibatch_size": M,
+        "rounds": repeats,
+        "steps_per_round": steps,
+        "models": {},
+    }
+    for name, (hidden, z_dim) in MODELS.items():
+        flops = 3 * forward_matmul_flops(hidden, z_dim)
+        calibrate, gflop = matmul_calibration(hidden, device)
+        contenders = {"matmul_gflops": (calibrate, gflop),
+                      "tutorial": (lambda n=steps, t=tutorial_loop(x, hidden, z_dim, device): t(n), steps * M)}
+        trained = {}
+        for algorithm in ALGORITHMS:
+            loop, trained[algorithm] = algorithm_loop(algorithm, x, hidden, z_dim, device)
+            n = max(10, steps // 5) if algorithm == "mcem" else steps  # MCEM: 10x the work per update
+            contenders[algorithm] = (lambda n=n, loop=loop: loop(n), n * M)
+        autograd, _ = algorithm_loop("aevb", x, hidden, z_dim, device, fused=False)
+        contenders["aevb_autograd"] = (lambda: autograd(steps), steps * M)
+        rates = interleaved_rates(contenders, repeats, device)
+        limits = [g * 1e9 / flops for g in rates["matmul_gflops"]]
+        ours = statistics.median(rates["aevb"])
+        results["models"][name] = {
+            "hidden_units": hidden, "nz": z_dim,
+            "flops_per_sample": flops,
+            "matmul_gflops": summary(rates["matmul_gflops"]),
+            "limit_samples_per_second": summary(limits),
+            "samples_per_second": {k: summary(v) for k, v in rates.items() if k != "matmul_gflops"},
+            "ratios": {  # medians over rounds of the per-round ratios
+                "aevb_over_tutorial": median_ratio(rates["aevb"], rates["tutorial"]),
+                "aevb_over_limit": median_ratio(rates["aevb"], limits),
+                "tutorial_over_limit": median_ratio(rates["tutorial"], limits),
+                "aevb_over_aevb_autograd": median_ratio(rates["aevb"], rates["aevb_autograd"]),
+                "mcem_cost_per_sample_vs_aevb": median_ratio(rates["aevb"], rates["mcem"]),
+                "wake_sleep_cost_per_sample_vs_aevb": median_ratio(rates["aevb"], rates["wake_sleep"]),
+            },
+            "mcem_hmc_acceptance_rate": round(trained["mcem"].acceptance_rate, 4),
+            "evaluation": evaluation_share(x, hidden, z_dim, ours, repeats, device),
+        }
+    results["mcem_tuner"] = mcem_tuner_check(x)
+    hidden, z_dim = MODELS["fig3_mnist_h100_nz3"]
+    sweeps = {}
+    for runs in stacked_runs:
+        loop = stacked_loop(x, hidden, z_dim, runs, device)
+        sweeps[f"stacked_{runs}"] = (lambda loop=loop: loop(steps), runs * steps * M)
+    one_run, _ = algorithm_loop("aevb", x, hidden, z_dim, device)
+    tutorial = tutorial_loop(x, hidden, z_dim, device)
+    sweeps["one_run"] = (lambda: one_run(steps), steps * M)
+    sweeps["tutorial"] = (lambda: tutorial(steps), steps * M)
+    rates = interleaved_rates(sweeps, repeats, device)
+    results["stacked_fig3"] = {
+        "aggregate_samples_per_second": {k: summary(v) for k, v in rates.items()},
+        "over_one_run": {str(r): median_ratio(rates[f"stacked_{r}"], rates["one_run"]) for r in stacked_runs},
+        "over_tutorial_one_run": {str(r): median_ratio(rates[f"stacked_{r}"], rates["tutorial"]) for r in stacked_runs},
+    }
+    if marginal_likelihood_points:
+        results["marginal_likelihood_fig3"] = marginal_likelihood_costs(marginal_likelihood_points, device)
+    return results
+
+
+def bench_table(results: dict) -> str:
+    """The headline numbers as a plain-text table (samples/s are medians over rounds; ratios are
+    medians of the per-round ratios)."""
+    lines = [f"{'model':22s} {'ours':>8s} {'autograd':>8s} {'tutorial':>8s} {'limit':>8s} {'GFLOP/s':>7s} "
+             f"{'ours/tut':>8s} {'ours/lim':>8s} {'WS':>7s} {'MCEM':>7s} {'eval':>6s}"]
+    for name, e in results["models"].items():
+        s = e["samples_per_second"]
+        lines.append(
+            f"{name:22s} {s['aevb']['median']:8,.0f} {s['aevb_autograd']['median']:8,.0f} "
+            f"{s['tutorial']['median']:8,.0f} {e['limit_samples_per_second']['median']:8,.0f} "
+            f"{e['matmul_gflops']['median']:7.1f} {e['ratios']['aevb_over_tutorial']:8.2f} "
+            f"{e['ratios']['aevb_over_limit']:8.2f} {s['wake_sleep']['median']:7,.0f} {s['mcem']['median']:7,.0f} "
+            f"{100 * e['evaluation']['share_of_run']:5.1f}%")
+    sweep = results["stacked_fig3"]
+    rates = sweep["aggregate_samples_per_second"]
+    lines.append(f"stacked Figure 3 runs (aggregate samples/s; x one run, x the tutorial loop's one run): one run "
+                 f"{rates['one_run']['median']:,.0f}, tutorial {rates['tutorial']['median']:,.0f}; " + ", ".join(
+                     f"R={r}: {rates[f'stacked_{r}']['median']:,.0f} ({sweep['over_one_run'][r]:.2f}x, "
+                     f"{sweep['over_tutorial_one_run'][r]:.2f}x)" for r in sweep["over_one_run"]))
+    tuner = results["mcem_tuner"]
+    lines.append(f"MCEM tuner: acceptance {tuner['acceptance_rate']:.3f} (target {tuner['target']}), {tuner['setting']}")
+    for name, e in results.get("marginal_likelihood_fig3", {}).items():
+        lines.append(f"marginal likelihood {name}: {e['seconds_per_1000_points']:.1f} s per 1,000 points")
+    return "\n".join(lines)

@@ -21,7 +21,8 @@ from pipeline.train import (
     evaluation_schedule,
     run_training,
 )
-from vae_core import AEVB, NonFiniteLossError
+from vae_core import NonFiniteLossError
+from vae_core.fused_aevb import StackedAEVB
 from vae_core.training import select_step_size
 
 from .conftest import REPO
@@ -141,18 +142,19 @@ def test_a_changed_configuration_does_not_resume(tiny_setup):
 def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, monkeypatch):
     params, _, prepared, tmp = tiny_setup
     calls = {"n": 0}
-    original = AEVB.step
+    original = StackedAEVB.forward_backward
 
-    def step_that_breaks(self, x_batch, indices=None):
+    def forward_backward_that_breaks(self, x, eps, with_bound=True):
         calls["n"] += 1
-        if calls["n"] > 25:  # after the 2,000-sample checkpoint, before the 3,000 one
-            raise NonFiniteLossError("the minibatch lower bound became nan")
-        return original(self, x_batch, indices)
+        if calls["n"] == 26:  # after the 2,000-sample checkpoint (M = 100), before the 3,000 one
+            with torch.no_grad():
+                self.weights[0].view(-1)[0] = math.nan  # one encoder weight goes bad
+        return original(self, x, eps, with_bound)
 
     params_fixed = copy.deepcopy(params)
     params_fixed["optimizer"]["step_size"] = 0.02
     config = config_of(params_fixed)
-    monkeypatch.setattr(AEVB, "step", step_that_breaks)
+    monkeypatch.setattr(StackedAEVB, "forward_backward", forward_backward_that_breaks)
     with pytest.raises(TrainingDivergedError, match="samples_000000002000.pt"):
         run_training(config, tmp / "run", prepared, progress=False)
     assert (tmp / "run" / "checkpoints" / "samples_000000002000.pt").exists()

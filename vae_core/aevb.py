@@ -3,6 +3,13 @@
 repeat: draw a minibatch of M datapoints, draw eps ~ p(eps), compute the gradient of the minibatch
 estimator (eq. 8) of the SGVB bound, update theta and phi with Adagrad (Section 5). The encoder and
 decoder are trained jointly by back-propagating through the reparameterized sample.
+
+Two implementations of the same update:
+- the **fused path** (estimator B, L = 1: the paper's setting, and the default):
+  vae_core.fused_aevb.StackedAEVB with one run, the gradient written out by hand;
+- the **autograd path** (estimator A, or L > 1): the estimator of vae_core.estimators
+  differentiated by autograd, updated by vae_core.optim.WarmupAdagrad.
+Both draw eps from torch's global generator, once per step, after the minibatch.
 """
 from __future__ import annotations
 
@@ -10,12 +17,17 @@ import torch
 
 from .algorithm import EncoderBoundMixin, check_finite
 from .estimators import sgvb_estimator
+from .fused_aevb import StackedAEVB
 from .model import VariationalAutoEncoder
 from .optim import OptimizerConfig, WarmupAdagrad
 
 
 class AEVB(EncoderBoundMixin):
-    """Algorithm 1 with SGVB estimator A (eq. 6) or B (eq. 7) and L samples per datapoint."""
+    """Algorithm 1 with SGVB estimator A (eq. 6) or B (eq. 7) and L samples per datapoint.
+
+    ``fused=None`` picks the fused path whenever it applies (estimator B, L = 1); ``False``
+    forces autograd (the reference the fused path is tested against).
+    """
 
     name = "aevb"
 
@@ -26,19 +38,40 @@ class AEVB(EncoderBoundMixin):
         optimizer: OptimizerConfig,
         estimator: str = "B",
         samples_per_datapoint: int = 1,
+        fused: bool | None = None,
     ):
         self.model = model
         self.n_train = n_train
         self.estimator = sgvb_estimator(estimator)
         self.samples_per_datapoint = samples_per_datapoint
-        self.optimizer = WarmupAdagrad.from_config(model, n_train, optimizer)
+        self.optimizer_config = optimizer
+        fusable = estimator == "B" and samples_per_datapoint == 1
+        if fused and not fusable:
+            raise ValueError("the fused AEVB path implements estimator B with L = 1 only")
+        self.fused = fusable if fused is None else fused
+        if self.fused:
+            self.engine = StackedAEVB([model], [n_train], [optimizer.step_size], optimizer)
+        else:
+            self.optimizer = WarmupAdagrad.from_config(model, n_train, optimizer)
+
+    @property
+    def steps_taken(self) -> int:
+        return self.engine.steps_taken if self.fused else self.optimizer.steps_taken
 
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor | None = None) -> float:
         """One AEVB update: ascend the minibatch bound (eq. 8) plus the scaled log prior.
 
         The gradient of (N/M) sum_i L~(x_i) + log p(theta) is, up to the factor N, that of the mean
         per-datapoint bound plus log p(theta) / N, which is what is descended here (negated).
+        A non-finite bound raises before the parameters are updated.
         """
+        if self.fused:
+            eps = torch.randn((1, x_batch.shape[0], self.model.config.z_dim),
+                              device=x_batch.device, dtype=x_batch.dtype)
+            bound = self.engine.forward_backward(x_batch.unsqueeze(0), eps)[0]
+            value = check_finite(bound, "the minibatch lower bound", self.engine.steps_taken)
+            self.engine.apply_adagrad()
+            return value
         bound = self.estimator(self.model, x_batch, self.samples_per_datapoint).mean()
         self.optimizer.zero_grad()
         (-bound).backward()
@@ -47,8 +80,12 @@ class AEVB(EncoderBoundMixin):
         return value
 
     def state_dict(self) -> dict:
-        return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
+        optimizer = self.engine.state_dict(0) if self.fused else self.optimizer.state_dict()
+        return {"model": self.model.state_dict(), "optimizer": optimizer}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.fused:
+            self.engine.load_state_dict(0, state["optimizer"])
+        else:
+            self.optimizer.load_state_dict(state["optimizer"])

@@ -46,12 +46,24 @@ def check_finite(value: torch.Tensor, what: str, step: int) -> float:
     return number
 
 
+EVALUATION_SEED = 20131220
+
+
 class EncoderBoundMixin:
     """For algorithms with a trained encoder (AEVB, wake-sleep): the curve and the step-size trial
-    use the SGVB lower bound (estimator B) of ``self.model``."""
+    use the SGVB lower bound (estimator B) of ``self.model``.
+
+    The evaluation draws its eps from its own generator seeded with ``EVALUATION_SEED`` every
+    time, and leaves torch's global generator as it found it: evaluating does not change the
+    training run's random numbers (a run evaluated more or less often, or stacked with others,
+    trains the same), and every evaluation of a curve sees the same noise (common random numbers).
+    """
 
     def evaluate_lower_bound(self, x: torch.Tensor) -> float:
-        return average_lower_bound(self.model, x)
+        devices = [x.device] if x.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(EVALUATION_SEED)
+            return average_lower_bound(self.model, x)
 
     def trial_score(self, x_eval: torch.Tensor) -> float:
         return self.evaluate_lower_bound(x_eval)

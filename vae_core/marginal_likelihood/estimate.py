@@ -56,5 +56,14 @@ class MarginalLikelihoodEstimate:
             return math.sqrt(noise**2 + spread)
         return noise
 
+    def rows(self, selection: slice) -> "MarginalLikelihoodEstimate":
+        """The estimate restricted to some datapoints (``selection`` along the first axis); every
+        per-datapoint detail is restricted with it, the others are kept as they are."""
+        n = len(self)
+        details = {k: v[selection] if isinstance(v, torch.Tensor) and v.dim() > 0 and v.shape[0] == n else v
+                   for k, v in self.details.items()}
+        return MarginalLikelihoodEstimate(self.log_px[selection], self.standard_error[selection],
+                                          self.estimator, self.error_kind, details)
+
     def summary(self) -> str:
         return f"{self.estimator}: {self.mean():.3f} +- {self.mean_standard_error():.3f} ({len(self)} points)"
