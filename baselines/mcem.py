@@ -59,6 +59,7 @@ import torch
 from vae_core.algorithm import check_finite
 from vae_core.hmc import adapt_step_size, adapt_step_size_to_mean, authors_adapt_factor, hmc_step
 from vae_core.model import VariationalAutoEncoder
+from vae_core.hand_gradients import DecoderLogJoint, has_hand_gradients
 from vae_core.optim import OptimizerConfig, WarmupAdagrad
 
 STEP_SIZE_RULES = ("mean", "authors")
@@ -88,6 +89,7 @@ class MonteCarloEM:
         initial_step_size: float = 0.05,
         batch_size: int = 100,
         step_size_rule: str = "mean",
+        hand_gradients: bool | None = None,
     ):
         if step_size_rule not in STEP_SIZE_RULES:
             raise ValueError(f"unknown step_size_rule {step_size_rule!r}; choose one of {STEP_SIZE_RULES}")
@@ -96,6 +98,9 @@ class MonteCarloEM:
         if initial_step_size <= 0:
             raise ValueError(f"initial_step_size must be positive, got {initial_step_size}")
         self.model = model
+        # vae_core.hand_gradients for the HMC target's gradient in z and the M-step's gradient in
+        # the decoder (None: whenever they apply to the model); False forces autograd.
+        self.hand_gradients = has_hand_gradients(model) if hand_gradients is None else hand_gradients
         self.n_train = n_train
         self.n_leapfrog = n_leapfrog
         self.updates_per_batch = updates_per_batch
@@ -135,8 +140,8 @@ class MonteCarloEM:
         step_sizes = torch.where(self.visits[indices] == 0,
                                  torch.full_like(self.step_sizes[indices], math.exp(self.population_log_step)),
                                  self.step_sizes[indices])
-        move = hmc_step(lambda z: self.model.log_joint(x_batch, z), self.chains[indices], step_sizes,
-                        self.n_leapfrog)
+        target = DecoderLogJoint(self.model, x_batch) if self.hand_gradients else lambda z: self.model.log_joint(x_batch, z)
+        move = hmc_step(target, self.chains[indices], step_sizes, self.n_leapfrog)
         value = check_finite(move.logp.mean(), "the MCEM objective log p(x, z) at the HMC samples", update)
         if self.step_size_rule == "mean":
             new_step_sizes = adapt_step_size_to_mean(step_sizes, move.accept_prob, self.target_accept, self.adapt_gain)
@@ -155,10 +160,13 @@ class MonteCarloEM:
         # M-step: Adagrad ascent of (1/M) sum_i log p(x_i, z_i) + log p(theta) / N in theta.
         z = move.z.detach()
         for _ in range(self.updates_per_batch):
-            objective = self.model.log_joint(x_batch, z).mean()
-            check_finite(objective, "the MCEM objective log p(x, z)", self.decoder_optimizer.steps_taken)
             self.decoder_optimizer.zero_grad()
-            (-objective).backward()
+            if self.hand_gradients:  # the gradient written out by hand
+                objective = (target.decoder_gradient_(z) + target.log_prior(z)).mean()
+            else:
+                objective = self.model.log_joint(x_batch, z).mean()
+                (-objective).backward()
+            check_finite(objective, "the MCEM objective log p(x, z)", self.decoder_optimizer.steps_taken)
             self.decoder_optimizer.step()
         self.recent_objectives = (self.recent_objectives + [value])[-50:]
         return value

@@ -32,6 +32,7 @@ import torch
 
 from vae_core.algorithm import EncoderBoundMixin, check_finite
 from vae_core.estimators import kl_diagonal_gaussian_to_standard_normal
+from vae_core.hand_gradients import DecoderLogJoint, encoder_log_density_gradient_, has_hand_gradients
 from vae_core.model import VariationalAutoEncoder
 from vae_core.networks import diagonal_gaussian
 from vae_core.optim import OptimizerConfig, WarmupAdagrad
@@ -48,8 +49,12 @@ class WakeSleep(EncoderBoundMixin):
         n_train: int,
         optimizer: OptimizerConfig,
         sleep_batch_size: int | None = None,
+        hand_gradients: bool | None = None,
     ):
         self.model = model
+        # vae_core.hand_gradients for vae_core's own MLPs (None: whenever they apply); False
+        # forces autograd, the reference they are tested against.
+        self.hand_gradients = has_hand_gradients(model) if hand_gradients is None else hand_gradients
         self.n_train = n_train
         self.sleep_batch_size = sleep_batch_size  # None: as many dreams as datapoints (M)
         self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
@@ -64,12 +69,17 @@ class WakeSleep(EncoderBoundMixin):
             check_finite(mean.sum() + log_var.sum(), "the recognition model's output q(z|x)", update)
             z = diagonal_gaussian(mean, log_var).sample()
             kl = kl_diagonal_gaussian_to_standard_normal(mean, log_var)
-        reconstruction = self.model.decoder(z).log_prob(x_batch)
-        bound = check_finite((reconstruction.detach() - kl).mean(), "the wake-phase lower bound", update)
-        log_joint = (self.model.prior().log_prob(z) + reconstruction).mean()
-        check_finite(log_joint, "the wake-phase objective log p(x, z)", update)
         self.decoder_optimizer.zero_grad()
-        (-log_joint).backward()
+        if self.hand_gradients:  # vae_core.hand_gradients: the same gradient without autograd
+            target = DecoderLogJoint(self.model, x_batch)
+            reconstruction = target.decoder_gradient_(z)
+            log_joint = (target.log_prior(z) + reconstruction).mean()
+        else:
+            reconstruction = self.model.decoder(z).log_prob(x_batch)
+            log_joint = (self.model.prior().log_prob(z) + reconstruction).mean()
+            (-log_joint).backward()
+        bound = check_finite((reconstruction.detach() - kl).mean(), "the wake-phase lower bound", update)
+        check_finite(log_joint, "the wake-phase objective log p(x, z)", update)
         self.decoder_optimizer.step()
         return bound
 
@@ -78,10 +88,13 @@ class WakeSleep(EncoderBoundMixin):
         with torch.no_grad():
             z = self.model.prior().sample((batch_size,))
             x = self.model.decoder(z).sample()
-        log_q = self.model.encoder(x).log_prob(z).mean()
-        value = check_finite(log_q, "the sleep-phase objective log q(z|x)", self.encoder_optimizer.steps_taken)
         self.encoder_optimizer.zero_grad()
-        (-log_q).backward()
+        if self.hand_gradients:
+            log_q = encoder_log_density_gradient_(self.model.encoder, x, z)
+        else:
+            log_q = self.model.encoder(x).log_prob(z).mean()
+            (-log_q).backward()
+        value = check_finite(log_q, "the sleep-phase objective log q(z|x)", self.encoder_optimizer.steps_taken)
         self.encoder_optimizer.step()
         return value
 

@@ -54,10 +54,6 @@ class AEVB(EncoderBoundMixin):
         else:
             self.optimizer = WarmupAdagrad.from_config(model, n_train, optimizer)
 
-    @property
-    def steps_taken(self) -> int:
-        return self.engine.steps_taken if self.fused else self.optimizer.steps_taken
-
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor | None = None) -> float:
         """One AEVB update: ascend the minibatch bound (eq. 8) plus the scaled log prior.
 

@@ -67,8 +67,9 @@ class StackedAEVB:
 
     ``models`` are R ``VariationalAutoEncoder`` of the same configuration (each initialized as
     the caller wants); ``n_train[r]`` sets run r's weight prior scale (1 / Ntrain) and
-    ``step_sizes[r]`` its Adagrad step size. :meth:`step` takes the R minibatches and the R
-    noise draws, so the caller decides where the random numbers come from.
+    ``step_sizes[r]`` its Adagrad step size. An update is :meth:`forward_backward` on the R
+    minibatches and R noise draws (the caller decides where the random numbers come from and
+    checks the returned values), then :meth:`apply_adagrad` (vae_core.training.train_stacked_steps).
     """
 
     def __init__(
@@ -205,16 +206,6 @@ class StackedAEVB:
             adagrad_update_(weights, weight_grads, weight_sums, step_size, self.weight_decays[r], self.eps)
             adagrad_update_(biases, bias_grads, bias_sums, step_size, 0.0, self.eps)
         self.steps_taken += 1
-
-    def step(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """One AEVB update of every run (Algorithm 1); returns the (R,) minibatch bounds before it.
-
-        The update is skipped for no run: the caller checks the returned bounds (a non-finite
-        bound means that run's parameters are no longer usable).
-        """
-        bound = self.forward_backward(x, eps)
-        self.apply_adagrad()
-        return bound
 
     def state_dict(self, r: int) -> dict:
         """Run r's Adagrad state (its parameters are in its model's state_dict)."""

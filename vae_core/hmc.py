@@ -10,7 +10,10 @@ steps and transitions.
 
 The target is an unnormalized log density ``log_prob_fn(z) -> (C,)``, row c a function of z[c]
 only; for a decoder it is ``lambda z: model.log_joint(x, z)`` = log p(z) + log p(x_c|z_c), the
-posterior up to its normalizer p(x_c).
+posterior up to its normalizer p(x_c). Its gradient comes from autograd, unless the target has a
+``value_and_grad(z, need_value=True)`` method (vae_core.hand_gradients.DecoderLogJoint, the
+decoder's gradient written out by hand), which is then used -- without the value at the
+intermediate leapfrog steps, where only the gradient is needed.
 
 HMC is as in Neal (2011), "MCMC using Hamiltonian dynamics" (Handbook of MCMC, ch. 5): the
 Hamiltonian H(z, r) = -log p(z) + |r|^2 / 2 (identity mass matrix), momentum r ~ N(0, I), leapfrog
@@ -64,11 +67,22 @@ def log_prob_and_grad(log_prob_fn: LogProb, z: torch.Tensor) -> tuple[torch.Tens
     independent (row c of the output depends on z[c] only), so the gradient of the sum is the
     per-chain gradient.
     """
+    value_and_grad = getattr(log_prob_fn, "value_and_grad", None)
+    if value_and_grad is not None:  # a target with its own gradient (vae_core.hand_gradients)
+        return value_and_grad(z)
     with torch.enable_grad():
         z = z.detach().requires_grad_(True)
         log_prob = log_prob_fn(z)
         (grad,) = torch.autograd.grad(log_prob.sum(), z)
     return log_prob.detach(), grad.detach()
+
+
+def _grad_only(log_prob_fn: LogProb, z: torch.Tensor) -> torch.Tensor:
+    """The gradient alone: a target with ``value_and_grad`` skips computing its value."""
+    value_and_grad = getattr(log_prob_fn, "value_and_grad", None)
+    if value_and_grad is not None:
+        return value_and_grad(z, need_value=False)[1]
+    return log_prob_and_grad(log_prob_fn, z)[1]
 
 
 def _as_column(step_size, z: torch.Tensor) -> torch.Tensor:
@@ -113,7 +127,10 @@ def _integrate(log_prob_fn: LogProb, z, momentum, step, n_steps: int, grad):
     log_prob = None
     for i in range(n_steps):
         z = z + step * momentum
-        log_prob, grad = log_prob_and_grad(log_prob_fn, z)
+        if i < n_steps - 1:
+            grad = _grad_only(log_prob_fn, z)  # the value is needed at the end point only
+        else:
+            log_prob, grad = log_prob_and_grad(log_prob_fn, z)
         momentum = momentum + (step if i < n_steps - 1 else 0.5 * step) * grad
     return z, momentum, log_prob, grad
 

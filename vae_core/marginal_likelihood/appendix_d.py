@@ -7,6 +7,7 @@ from typing import Sequence
 import torch
 
 from ..hmc import hmc_sample
+from ..hand_gradients import posterior_target
 from .estimate import MarginalLikelihoodEstimate
 from .log_joint import shared_grid_log_joint
 from .posterior_density import DEFAULT_BANDWIDTH_MULTIPLIERS, fit_posterior_density
@@ -78,12 +79,13 @@ def prior_resampled_start(model, x: torch.Tensor, z_dim: int, candidates: int = 
     best_index = torch.zeros(C, keep, dtype=torch.long, device=x.device)
     for first in range(0, points.shape[0], per_chunk):
         block = points[first:first + per_chunk]
-        log_weight = shared_grid_log_joint(model, x, block).float()  # (C, G)
+        log_weight = shared_grid_log_joint(model, x, block, dtype=torch.float32)  # (C, G)
         if subtract_prior:
             log_weight = log_weight - model.prior().log_prob(block).float()[None]
         log_weight = torch.nan_to_num(log_weight, nan=-math.inf)
-        merged_weight = torch.cat([best_weight, log_weight], dim=1)
-        merged_index = torch.cat([best_index, first + torch.arange(block.shape[0], device=x.device).expand(C, -1)], dim=1)
+        chunk_weight, chunk_index = log_weight.topk(min(keep, block.shape[0]), dim=1)  # the chunk's best
+        merged_weight = torch.cat([best_weight, chunk_weight], dim=1)
+        merged_index = torch.cat([best_index, first + chunk_index], dim=1)
         best_weight, position = merged_weight.topk(keep, dim=1)
         best_index = merged_index.gather(1, position)
     choice = torch.distributions.Categorical(logits=best_weight.double()).sample()  # (C,)
@@ -212,7 +214,7 @@ def appendix_d_estimator(
         start = z_init.detach().to(device=x.device, dtype=x.dtype)
     step0 = default_step if step_size is None else step_size
 
-    result = hmc_sample(lambda z: model.log_joint(x, z), start, n_samples=n_samples, n_leapfrog=n_leapfrog,
+    result = hmc_sample(posterior_target(model, x), start, n_samples=n_samples, n_leapfrog=n_leapfrog,
                         step_size=step0, burn_in=burn_in, adapt_during_burn_in=True,
                         target_accept=target_accept, step_size_jitter=step_size_jitter)
     samples = result.samples.double()  # (n_samples, C, D)

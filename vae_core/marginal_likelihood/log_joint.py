@@ -35,27 +35,29 @@ def fast_log_joint(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return model.prior().log_prob(z) + dot - torch.nn.functional.softplus(logits).sum(-1)
 
 
-def shared_grid_log_joint(model, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+def shared_grid_log_joint(model, x: torch.Tensor, z: torch.Tensor, dtype=torch.float64) -> torch.Tensor:
     """log p(x_c, z_g) for every datapoint c and every one of G shared points z_g: (C, G).
 
     The decoder runs once per grid point, not once per (datapoint, grid point): for a Bernoulli
     decoder log p(x|z) = x . l(z) - sum_i softplus(l_i(z)) with logits l, and for a Gaussian one
     -1/2 [x^2 . s - 2 x . (mu s) + mu^2 . s + sum log sigma^2 + D log 2 pi] with s = 1/sigma^2,
     both matrix products over pixels (the Gaussian in float64, as its terms cancel). Any other
-    decoder distribution is evaluated by broadcasting ``log_prob``.
+    decoder distribution is evaluated by broadcasting ``log_prob``. The result is in ``dtype``
+    (float64: the grid sums it; float32 is enough to rank and resample candidates).
     """
     decoded = model.decoder(z)
-    prior = model.prior().log_prob(z).double()  # (G,)
+    prior = model.prior().log_prob(z).to(dtype)  # (G,)
     base = decoded.base_dist if isinstance(decoded, Independent) else None
     if isinstance(decoded, Independent) and decoded.reinterpreted_batch_ndims == 1 and isinstance(base, Bernoulli):
         logits = base.logits
-        ll = (x @ logits.T - torch.nn.functional.softplus(logits).sum(-1)[None]).double()
+        ll = (x @ logits.T - torch.nn.functional.softplus(logits).sum(-1)[None]).to(dtype)
     elif isinstance(decoded, Independent) and decoded.reinterpreted_batch_ndims == 1 and isinstance(base, Normal):
         mu, sigma = base.loc.double(), base.scale.double()
         s = sigma.pow(-2)
         xd = x.double()
         quad = xd.pow(2) @ s.T - 2 * xd @ (mu * s).T + (mu.pow(2) * s).sum(-1)[None]
         ll = -0.5 * (quad + (2 * torch.log(sigma)).sum(-1)[None] + x.shape[-1] * math.log(2 * math.pi))
+        ll = ll.to(dtype)
     else:
-        ll = decoded.log_prob(x[:, None, :]).double()  # (C, G)
+        ll = decoded.log_prob(x[:, None, :]).to(dtype)  # (C, G)
     return ll + prior[None]
