@@ -93,7 +93,8 @@ class MarginalLikelihoodSettings:
 
 def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> MarginalLikelihoodSettings:
     """The estimator settings (``evaluation.marginal_likelihood``) and this profile's point counts
-    (``profiles.<profile>.<experiment>.marginal_likelihood``), checked."""
+    (``profiles.<profile>.<experiment>.marginal_likelihood``, which may also set its own
+    ``importance_samples``), checked."""
     common = lookup(params, "evaluation.marginal_likelihood")
     profile = active_profile(params)
     budget = profile.get(experiment, {}).get("marginal_likelihood")
@@ -111,7 +112,9 @@ def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> Ma
         leapfrog_steps=require_positive_int(common.get("leapfrog_steps"), "evaluation.marginal_likelihood.leapfrog_steps"),
         burn_in=require_positive_int(common.get("burn_in"), "evaluation.marginal_likelihood.burn_in"),
         importance_samples=require_positive_int(
-            common.get("importance_samples"), "evaluation.marginal_likelihood.importance_samples"),
+            budget.get("importance_samples", common.get("importance_samples")),
+            f"{prefix}.importance_samples" if "importance_samples" in budget
+            else "evaluation.marginal_likelihood.importance_samples"),
         seed=seed,
     )
     if settings.hmc_samples < 8:

@@ -1,4 +1,6 @@
 """The marginal-likelihood evaluation stage on small trained runs."""
+import copy
+
 import numpy as np
 import torch
 import pandas as pd
@@ -124,3 +126,13 @@ def test_the_grid_on_all_splits_at_once_equals_one_grid_per_split():
         assert torch.allclose(estimate.log_px, alone.log_px, rtol=0, atol=1e-5)
         assert torch.allclose(estimate.standard_error, alone.standard_error, rtol=0, atol=1e-5)
         assert estimate.details["box_low"].shape == alone.details["box_low"].shape
+
+
+def test_a_profile_may_set_its_own_importance_sample_count(trained_runs):
+    params = copy.deepcopy(trained_runs[0])
+    assert settings_from_params(params).importance_samples == params["evaluation"]["marginal_likelihood"]["importance_samples"]
+    params["profiles"]["smoke"]["fig3"]["marginal_likelihood"]["importance_samples"] = 123
+    assert settings_from_params(params).importance_samples == 123
+    params["profiles"]["smoke"]["fig3"]["marginal_likelihood"]["importance_samples"] = 0
+    with pytest.raises(ParamsError, match=r"profiles\.smoke\.fig3\.marginal_likelihood\.importance_samples"):
+        settings_from_params(params)

@@ -46,12 +46,14 @@ def shared_grid_log_joint(model, x: torch.Tensor, z: torch.Tensor, dtype=torch.f
     (float64: the grid sums it; float32 is enough to rank and resample candidates).
     """
     decoded = model.decoder(z)
-    prior = model.prior().log_prob(z).to(dtype)  # (G,)
     base = decoded.base_dist if isinstance(decoded, Independent) else None
     if isinstance(decoded, Independent) and decoded.reinterpreted_batch_ndims == 1 and isinstance(base, Bernoulli):
         logits = base.logits
-        ll = (x @ logits.T - torch.nn.functional.softplus(logits).sum(-1)[None]).to(dtype)
-    elif isinstance(decoded, Independent) and decoded.reinterpreted_batch_ndims == 1 and isinstance(base, Normal):
+        # one matrix product with the per-node terms as its bias: x . l(z) - sum softplus(l) + log p(z)
+        per_node = model.prior().log_prob(z) - torch.nn.functional.softplus(logits).sum(-1)  # (G,)
+        return torch.addmm(per_node[None], x.to(logits.dtype), logits.T).to(dtype)
+    prior = model.prior().log_prob(z).to(dtype)  # (G,)
+    if isinstance(decoded, Independent) and decoded.reinterpreted_batch_ndims == 1 and isinstance(base, Normal):
         mu, sigma = base.loc.double(), base.scale.double()
         s = sigma.pow(-2)
         xd = x.double()
