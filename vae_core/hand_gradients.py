@@ -37,6 +37,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from .activations import tanh_from_sigmoid_
 from .model import VariationalAutoEncoder
 from .networks import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
 
@@ -68,7 +69,7 @@ class DecoderLogJoint:
 
     def _forward(self, z: torch.Tensor, need_value: bool):
         """(h, log p(x|z) (C,) or None, g = d log p(x|z) / d o (C, out))."""
-        h = torch.addmm(self.hidden.bias, z, self.hidden.weight.T).tanh_()
+        h = tanh_from_sigmoid_(torch.addmm(self.hidden.bias, z, self.hidden.weight.T))
         o = torch.addmm(self.output.bias, h, self.output.weight.T)
         x = self.x
         log_px = None
@@ -116,7 +117,7 @@ class DecoderLogJoint:
 def encoder_log_density_gradient_(encoder: GaussianMLPEncoder, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     """Set the encoder parameters' ``.grad`` to the gradient of -mean_c log q(z_c|x_c) (the sleep
     phase's loss); returns mean_c log q(z_c|x_c)."""
-    h = torch.addmm(encoder.hidden.bias, x, encoder.hidden.weight.T).tanh_()
+    h = tanh_from_sigmoid_(torch.addmm(encoder.hidden.bias, x, encoder.hidden.weight.T))
     heads = torch.addmm(encoder.heads.bias, h, encoder.heads.weight.T)
     Z = encoder.z_dim
     mu, log_var = heads[:, :Z], heads[:, Z:]
