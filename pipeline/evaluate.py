@@ -150,13 +150,13 @@ def model_from_checkpoint(config: RunConfig, state: dict, device: torch.device) 
 
 
 def estimator_source_fingerprint() -> str:
-    """sha256 over the estimators' source (vae_core/marginal_likelihood/, the HMC, the model and
-    this module, which chooses how chains start), so rows computed by other code are recomputed,
-    never reused."""
+    """sha256 over the estimators' source (vae_core/marginal_likelihood/, the HMC and its hand-derived
+    target log p(x, z) with the activation it uses, the model and this module, which chooses how
+    chains start), so rows computed by other code are recomputed, never reused."""
     root = Path(vae_core.__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([*(root / "marginal_likelihood").glob("*.py"), root / "hmc.py", root / "model.py",
-                        root / "networks.py", Path(__file__)], key=str):
+    for path in sorted([*(root / "marginal_likelihood").glob("*.py"), root / "hmc.py", root / "hand_gradients.py",
+                        root / "activations.py", root / "model.py", root / "networks.py", Path(__file__)], key=str):
         digest.update(path.name.encode() + path.read_bytes())
     return digest.hexdigest()[:16]
 
