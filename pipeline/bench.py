@@ -119,6 +119,11 @@ def our_matmul_flops(hidden: int, z_dim: int, x_dim: int = X_DIM) -> int:
     return 3 * forward_matmul_flops(hidden, z_dim, x_dim) - 2 * x_dim * hidden
 
 
+def limit_rates(gflops: list[float], flops_per_sample: int) -> list[float]:
+    """Training samples per second the calibrated matrix-multiply rates allow, one per round."""
+    return [g * 1e9 / flops_per_sample for g in gflops]
+
+
 def matmul_calibration(hidden: int, device: torch.device) -> tuple[Callable[[], object], float]:
     """Peak float32 matrix-multiply work at the model's shapes, as (work, GFLOP of one call).
 
@@ -312,8 +317,8 @@ def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeat
         autograd, _ = algorithm_loop("aevb", x, hidden, z_dim, device, fused=False)
         contenders["aevb_autograd"] = (lambda: autograd(steps), steps * M)
         rates = interleaved_rates(contenders, repeats, device)
-        limits = [g * 1e9 / flops for g in rates["matmul_gflops"]]
-        our_limits = [g * 1e9 / our_matmul_flops(hidden, z_dim) for g in rates["matmul_gflops"]]
+        limits = limit_rates(rates["matmul_gflops"], flops)
+        our_limits = limit_rates(rates["matmul_gflops"], our_matmul_flops(hidden, z_dim))
         ours = statistics.median(rates["aevb"])
         results["models"][name] = {
             "hidden_units": hidden, "nz": z_dim,
@@ -348,7 +353,7 @@ def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeat
     sweeps["tutorial"] = (lambda: tutorial(steps), steps * M)
     sweeps["matmul_gflops"] = matmul_calibration(hidden, device)  # in the same rounds: the ceiling
     rates = interleaved_rates(sweeps, repeats, device)
-    our_limits = [g * 1e9 / our_matmul_flops(hidden, z_dim) for g in rates.pop("matmul_gflops")]
+    our_limits = limit_rates(rates.pop("matmul_gflops"), our_matmul_flops(hidden, z_dim))
     results["stacked_fig3"] = {
         "aggregate_samples_per_second": {k: summary(v) for k, v in rates.items()},
         # No stack can beat the arithmetic of its matrix products (our FLOPs at the calibrated
