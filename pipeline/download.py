@@ -23,7 +23,7 @@ from typing import BinaryIO, Iterable
 from tqdm import tqdm
 
 from .dataset_sources import SOURCE_FILES, SourceFile
-from .files import write_json
+from .files import sha256_of, write_json
 
 MIRRORS_ENV = "VAEBENCH_DATA_MIRRORS"
 CHUNK = 1 << 20
@@ -40,14 +40,6 @@ class Attempt:
 
     def __str__(self) -> str:
         return f"  - {self.source}: {self.outcome}"
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 URL_SCHEMES = ("http", "https", "file")

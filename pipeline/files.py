@@ -1,6 +1,7 @@
 """Atomic file writes: a reader (or a killed run) never sees a half-written file."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -34,3 +35,12 @@ def write_json(path: str | Path, payload: Any) -> Path:
 
 def save_torch(path: str | Path, payload: Any) -> Path:
     return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+
+
+def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
+    """The sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

@@ -24,21 +24,15 @@ from pathlib import Path
 import numpy as np
 
 from .dataset_sources import FREY_FACE_PKL, MNIST_PKL, ArrayExpectation, SourceFile
-from .download import sha256_of
-from .files import write_atomically, write_json
+from .files import sha256_of, write_atomically, write_json
+from .prepared_data import PIXEL_SCALE
 from .restricted_unpickle import load_numpy_pickle
 
-PIXEL_SCALE = 256.0
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: .npz bytes do not depend on the clock
-PREPARED_NAMES = ("mnist", "mnist_ntrain1000", "frey_face")
 
 
 class DataPrepareError(RuntimeError):
     """A raw file or a decoded array is not what the suite expects."""
-
-
-class UnknownDatasetError(ValueError):
-    """A dataset name the suite does not know."""
 
 
 def array_sha256(array: np.ndarray) -> str:
@@ -152,14 +146,3 @@ def prepare_all(raw_dir: str | Path, prepared_dir: str | Path, mnist_subset: int
     }
     write_json(prepared_dir / "datasets.json", summary)
     return summary
-
-
-def load_prepared(name: str, prepared_dir: str | Path) -> dict[str, np.ndarray]:
-    """The arrays of one prepared file (``mnist``, ``mnist_ntrain1000`` or ``frey_face``)."""
-    path = Path(prepared_dir) / f"{name}.npz"
-    if not path.is_file():
-        if name.startswith("mnist_ntrain") or name in PREPARED_NAMES:
-            raise FileNotFoundError(f"{path} not found: run `vaebench data prepare` (or `dvc repro prepare`)")
-        raise UnknownDatasetError(f"unknown dataset {name!r}; known: {', '.join(PREPARED_NAMES)}")
-    with np.load(path) as arrays:
-        return {key: arrays[key] for key in arrays.files}

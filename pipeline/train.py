@@ -35,7 +35,7 @@ from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
 from vae_core.training import select_step_size, train_steps
 
-from .prepare import PIXEL_SCALE, load_prepared
+from .prepared_data import PIXEL_SCALE, load_prepared
 from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
 from .run_config import RunConfig, dataset_spec
