@@ -1,4 +1,4 @@
-"""Monte Carlo EM with a Hybrid Monte Carlo E-step (Appendix E; SPEC.md sections 6 and 8).
+"""Monte Carlo EM with a Hybrid Monte Carlo E-step (Appendix E; docs/protocol.md, sections 6 and 8).
 
 The paper's third algorithm in Figure 3 (Appendix E): for each datapoint of a minibatch, sample z
 from the posterior p(z|x) with HMC -- 10 leapfrog steps, step size tuned automatically to about
@@ -16,15 +16,15 @@ One update on a minibatch of datapoints x_i with training-set indices i:
 1. **E-step.** One HMC transition (``n_leapfrog`` = 10 leapfrog steps, vae_core.hmc.hmc_step)
    targeting p(z|x_i) ∝ p(z) p(x_i|z), started from datapoint i's *persistent chain state* z_i:
    one chain per training datapoint, (N, Nz), initialized from the prior p(z) = N(0, I) and kept
-   across epochs (SPEC.md section 6, "the natural reading"). All minibatch chains move at once.
+   across epochs (docs/protocol.md, section 6, "the natural reading"). All minibatch chains move at once.
 2. **Step-size tuning.** Every chain has its own step size (datapoints' posteriors differ in
    width), persisted with the chain and adapted after each of its transitions toward ``target_accept`` = 0.9 with the authors' factor
-   f = min(1.25, 1.02^min(100, M)) (SPEC.md section 8):
+   f = min(1.25, 1.02^min(100, M)) (docs/protocol.md, section 8; vae_core.hmc.StepSizeAdaptation):
    - ``step_size_rule="mean"`` (default): log step += log(f) / (1 - target) * (a - target), a the
      transition's acceptance probability. Its fixed point is a 90% *mean* acceptance (what the
      paper asks for), and its largest upward move, at a = 1, is the authors' factor f.
    - ``step_size_rule="authors"``: multiply by f if a > 0.9, divide otherwise
-     (vae_core.hmc.adapt_step_size). The authors applied it to one shared step size with the
+     (the ``"authors"`` rule). The authors applied it to one shared step size with the
      minibatch's mean acceptance; applied per chain it settles at a 90% *median* acceptance
      probability, which for HMC is a lower mean acceptance (0.70 on the Figure 3 MNIST model,
      Ntrain = 1,000, against 0.90 for the default rule).
@@ -42,7 +42,7 @@ One update on a minibatch of datapoints x_i with training-set indices i:
    warm-up and M/N-scaled N(0, I) weight prior as AEVB (vae_core.optim.WarmupAdagrad; the warm-up
    counts updates, so 100 warm-up steps last 20 minibatches). The paper's "accompanying annealing
    schedule" is read as Adagrad's own: the accumulated squared gradients in its denominator shrink
-   every parameter's effective step size over time (SPEC.md section 8).
+   every parameter's effective step size over time (docs/protocol.md, section 8).
 
 Minibatches are drawn with replacement, so a datapoint can appear twice in one minibatch: both
 copies advance its chain independently (both samples serve the M-step) and the first copy's state
@@ -56,8 +56,8 @@ import math
 
 import torch
 
-from vae_core.algorithm import check_finite
-from vae_core.hmc import adapt_step_size, adapt_step_size_to_mean, authors_adapt_factor, hmc_step
+from vae_core.algorithm import TrainingAlgorithm, check_finite
+from vae_core.hmc import StepSizeAdaptation, hmc_step
 from vae_core.model import VariationalAutoEncoder
 from vae_core.hand_gradients import DecoderLogJoint, has_hand_gradients
 from vae_core.optim import OptimizerConfig, WarmupAdagrad
@@ -73,7 +73,7 @@ def first_occurrences(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor
     return unique, first
 
 
-class MonteCarloEM:
+class MonteCarloEM(TrainingAlgorithm):
     """Monte Carlo EM of Appendix E; see the module docstring for every choice."""
 
     name = "mcem"
@@ -104,10 +104,7 @@ class MonteCarloEM:
         self.n_train = n_train
         self.n_leapfrog = n_leapfrog
         self.updates_per_batch = updates_per_batch
-        self.target_accept = target_accept
-        self.step_size_rule = step_size_rule
-        self.adapt_factor = authors_adapt_factor(batch_size)
-        self.adapt_gain = math.log(self.adapt_factor) / (1.0 - target_accept)
+        self.adaptation = StepSizeAdaptation.for_minibatches(step_size_rule, target_accept, batch_size)
         parameter = next(model.parameters())
         device, dtype = parameter.device, parameter.dtype
         # One persistent chain per training datapoint, started from the prior p(z) = N(0, I).
@@ -115,7 +112,7 @@ class MonteCarloEM:
         self.step_sizes = torch.full((n_train,), float(initial_step_size), device=device, dtype=dtype)
         self.visits = torch.zeros(n_train, device=device, dtype=torch.int32)
         self.population_log_step = math.log(initial_step_size)  # for chains visited the first time
-        self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
+        self.decoder_optimizer = WarmupAdagrad(model.decoder, n_train, optimizer)
         self.accepted_total = 0.0
         self.proposals_total = 0
         self.recent_acceptance = math.nan  # exponential moving average over ~100 minibatches
@@ -143,10 +140,7 @@ class MonteCarloEM:
         target = DecoderLogJoint(self.model, x_batch) if self.hand_gradients else lambda z: self.model.log_joint(x_batch, z)
         move = hmc_step(target, self.chains[indices], step_sizes, self.n_leapfrog)
         value = check_finite(move.logp.mean(), "the MCEM objective log p(x, z) at the HMC samples", update)
-        if self.step_size_rule == "mean":
-            new_step_sizes = adapt_step_size_to_mean(step_sizes, move.accept_prob, self.target_accept, self.adapt_gain)
-        else:
-            new_step_sizes = adapt_step_size(step_sizes, move.accept_prob, self.target_accept, self.adapt_factor)
+        new_step_sizes = self.adaptation.update(step_sizes, move.accept_prob)
         self.population_log_step = 0.9 * self.population_log_step + 0.1 * float(new_step_sizes.log().mean())
         unique, first = first_occurrences(indices)
         self.chains[unique] = move.z[first]
@@ -177,12 +171,6 @@ class MonteCarloEM:
         """Fraction of all HMC proposals accepted since training started (persisted in the
         state dict, so it survives a resume); NaN before the first update."""
         return self.accepted_total / self.proposals_total if self.proposals_total else math.nan
-
-    @property
-    def recent_acceptance_rate(self) -> float:
-        """Exponential moving average (weight 0.01 per minibatch) of the minibatch acceptance
-        fraction: where the tuner is now, rather than since the start."""
-        return self.recent_acceptance
 
     def evaluate_lower_bound(self, x: torch.Tensor) -> float | None:
         """None: MCEM trains no encoder, so there is no SGVB bound (the protocol's "no bound";
@@ -229,13 +217,10 @@ class MonteCarloEM:
                 f"{tuple(self.chains.shape)} (n_train, Nz) -- a different training set or model"
             )
         self.chains.copy_(state["chains"])
-        self.step_sizes.copy_(state["step_sizes"].abs())  # older checkpoints stored signed steps
-        if "visits" in state:
-            self.visits.copy_(state["visits"])
-            self.population_log_step = state["population_log_step"]
-        else:  # a checkpoint of the first version: every chain counts as visited
-            self.visits.fill_(1)
+        self.step_sizes.copy_(state["step_sizes"])
+        self.visits.copy_(state["visits"])
+        self.population_log_step = state["population_log_step"]
         self.accepted_total = state["accepted_total"]
         self.proposals_total = state["proposals_total"]
-        self.recent_acceptance = state.get("recent_acceptance", math.nan)
+        self.recent_acceptance = state["recent_acceptance"]
         self.recent_objectives = list(state["recent_objectives"])

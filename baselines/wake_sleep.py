@@ -6,7 +6,7 @@ auto-encoder." So the model is vae_core's ``VariationalAutoEncoder`` -- the same
 encoder q_phi(z|x), the same Bernoulli or Gaussian MLP decoder p_theta(x|z), the same N(0, 0.01)
 initialization -- and both parameter sets are trained with vae_core.optim.WarmupAdagrad: one
 optimizer for the decoder (theta), one for the encoder (phi), each with the warm-up and the
-M/N-scaled N(0, I) prior on its weight matrices, as the authors' code did (SPEC.md section 8).
+M/N-scaled N(0, I) prior on its weight matrices, as the authors' code did (docs/protocol.md, section 8).
 
 One update on a minibatch of M datapoints:
 
@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import torch
 
-from vae_core.algorithm import EncoderBoundMixin, check_finite
+from vae_core.algorithm import EncoderBoundMixin, TrainingAlgorithm, check_finite
 from vae_core.estimators import kl_diagonal_gaussian_to_standard_normal
 from vae_core.hand_gradients import DecoderLogJoint, encoder_log_density_gradient_, has_hand_gradients
 from vae_core.model import VariationalAutoEncoder
@@ -38,7 +38,7 @@ from vae_core.networks import diagonal_gaussian
 from vae_core.optim import OptimizerConfig, WarmupAdagrad
 
 
-class WakeSleep(EncoderBoundMixin):
+class WakeSleep(EncoderBoundMixin, TrainingAlgorithm):
     """Wake-sleep with the paper's encoder and decoder; the interface of vae_core.aevb.AEVB."""
 
     name = "wake_sleep"
@@ -57,8 +57,8 @@ class WakeSleep(EncoderBoundMixin):
         self.hand_gradients = has_hand_gradients(model) if hand_gradients is None else hand_gradients
         self.n_train = n_train
         self.sleep_batch_size = sleep_batch_size  # None: as many dreams as datapoints (M)
-        self.decoder_optimizer = WarmupAdagrad.from_config(model.decoder, n_train, optimizer)
-        self.encoder_optimizer = WarmupAdagrad.from_config(model.encoder, n_train, optimizer)
+        self.decoder_optimizer = WarmupAdagrad(model.decoder, n_train, optimizer)
+        self.encoder_optimizer = WarmupAdagrad(model.encoder, n_train, optimizer)
 
     def wake(self, x_batch: torch.Tensor) -> float:
         """Decoder update at z ~ q(z|x); returns the minibatch's SGVB bound (estimator B, L = 1)

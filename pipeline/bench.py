@@ -12,7 +12,7 @@ One run measures, each as the median of ``repeats`` timed repeats after a warm-u
 - **tutorial**: the same model trained the way a typical tutorial does it -- an ``nn.Module``
   VAE fed by a shuffling ``DataLoader`` over a ``TensorDataset``, ``F.binary_cross_entropy`` on
   the sigmoid output, ``torch.optim.Adagrad`` (same M, same data).
-- **ours**: ``AEVB`` through ``vae_core.training.train_steps`` (the pipeline's path: the fused
+- **ours**: ``AEVB`` through ``AEVB.train_steps`` (the pipeline's path: the fused
   update, vae_core.fused_aevb), and its autograd path for reference; wake-sleep and MCEM (the
   baselines) through the same loop; on the Figure 2 MNIST model (500 hidden, Nz = 20) and the
   Figure 3 model (100 hidden, Nz = 3). On N = 50,000 a timing run visits each MCEM chain less
@@ -48,7 +48,7 @@ from torch import nn
 from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, ModelConfig, OptimizerConfig, VariationalAutoEncoder
 from vae_core.fused_aevb import StackedAEVB
-from vae_core.training import generator_like_global, train_stacked_steps, train_steps
+from vae_core.training import generator_like_global, train_stacked_steps
 
 M = 100
 X_DIM = 784
@@ -206,12 +206,12 @@ def tutorial_loop(x: torch.Tensor, hidden: int, z_dim: int, device: torch.device
 
 def algorithm_loop(name: str, x: torch.Tensor, hidden: int, z_dim: int, device: torch.device,
                    **options) -> tuple[Callable[[int], None], object]:
-    """n steps of one of our algorithms through vae_core.training.train_steps (the pipeline's path)."""
+    """n steps of one of our algorithms through ``train_steps`` (the pipeline's path)."""
     torch.manual_seed(0)
     model = VariationalAutoEncoder(ModelConfig(X_DIM, z_dim, hidden, "bernoulli")).to(device)
     algorithm = ALGORITHMS[name](model, x.shape[0], OptimizerConfig(0.02), **options)
-    train_steps(algorithm, x, 20, M)
-    return (lambda n: train_steps(algorithm, x, n, M)), algorithm
+    algorithm.train_steps(x, 20, M)
+    return (lambda n: algorithm.train_steps(x, n, M)), algorithm
 
 
 def mcem_tuner_check(x: torch.Tensor, updates: int = 300) -> dict:
@@ -220,9 +220,9 @@ def mcem_tuner_check(x: torch.Tensor, updates: int = 300) -> dict:
     torch.manual_seed(0)
     model = VariationalAutoEncoder(ModelConfig(X_DIM, 3, 100, "bernoulli")).to(x.device)
     algorithm = MonteCarloEM(model, 1000, OptimizerConfig(0.02))
-    train_steps(algorithm, x[:1000], updates - updates // 3, M)
+    algorithm.train_steps(x[:1000], updates - updates // 3, M)
     algorithm.accepted_total, algorithm.proposals_total = 0.0, 0
-    train_steps(algorithm, x[:1000], updates // 3, M)
+    algorithm.train_steps(x[:1000], updates // 3, M)
     return {"acceptance_rate": round(algorithm.acceptance_rate, 4), "target": algorithm.target_accept,
             "median_step_size": round(float(algorithm.step_sizes.median()), 4),
             "setting": f"Figure 3 model, Ntrain = 1,000, {updates} updates, acceptance over the last {updates // 3}"}
@@ -235,7 +235,7 @@ def stacked_loop(x: torch.Tensor, hidden: int, z_dim: int, runs: int, device: to
         torch.manual_seed(seed)
         models.append(VariationalAutoEncoder(ModelConfig(X_DIM, z_dim, hidden, "bernoulli")).to(device))
         generators.append(generator_like_global(device))
-    engine = StackedAEVB(models, [x.shape[0]] * runs, [0.02] * runs, OptimizerConfig(0.02))
+    engine = StackedAEVB(models, [x.shape[0]] * runs, [OptimizerConfig(0.02)] * runs)
     data = [x] * runs
     train_stacked_steps(engine, data, generators, 20, M)
     return lambda n: train_stacked_steps(engine, data, generators, n, M)
@@ -277,7 +277,7 @@ def marginal_likelihood_costs(points: int, device: torch.device) -> dict:
     train, test = train.to(device), test.to(device)
     torch.manual_seed(0)
     model = VariationalAutoEncoder(ModelConfig(X_DIM, 3, 100, "bernoulli")).to(device)
-    train_steps(AEVB(model, train.shape[0], OptimizerConfig(0.02)), train, 2000, M)
+    AEVB(model, train.shape[0], OptimizerConfig(0.02)).train_steps(train, 2000, M)
     results = {}
     for name, run in (("appendix_d", lambda: appendix_d_estimator(model, test)),
                       ("importance_sampling_k5000", lambda: importance_sampling_estimator(model, test, n_samples=5000)),

@@ -5,7 +5,7 @@ The Figure 3 model (MNIST, x of dimension 784, 100 hidden units, Nz = 3, Bernoul
 encoder), otherwise one briefly trained here with AEVB so the posteriors have a realistic width;
 evaluated on the first
 ``--points`` (default 1,000) test images with the paper's settings: Appendix D with 50 HMC samples
-of 4 leapfrog steps (SPEC.md section 5), importance sampling with K = 5,000 encoder samples, and
+of 4 leapfrog steps (docs/protocol.md, section 5), importance sampling with K = 5,000 encoder samples, and
 the grid at its default resolution. Prints seconds per 1,000 datapoints and the three estimates
 side by side. Uses the prepared MNIST (data/prepared/mnist.npz, uint8 / 256) when it exists,
 random grey levels otherwise; it only reads that one file and writes nothing.
@@ -21,7 +21,6 @@ import torch
 
 from vae_core import AEVB, ModelConfig, OptimizerConfig, VariationalAutoEncoder, average_lower_bound
 from vae_core.marginal_likelihood import appendix_d_estimator, grid_estimator, importance_sampling_estimator
-from vae_core.training import train_steps
 
 MNIST = Path(__file__).resolve().parents[1] / "data" / "prepared" / "mnist.npz"
 
@@ -36,21 +35,18 @@ def load_data(n_train: int, n_test: int) -> tuple[torch.Tensor, torch.Tensor, st
     return torch.rand(n_train, 784, generator=generator), torch.rand(n_test, 784, generator=generator), "random grey levels"
 
 
-def load_checkpoint(run_dir: Path, prepared_dir: Path, n_test: int):
+def load_run(run_dir: Path, prepared_dir: Path, n_test: int):
     """The model of a run's final checkpoint and the first ``n_test`` test points of its data."""
-    from dataclasses import replace
-
-    from pipeline.evaluate import checkpoints_of, model_from_checkpoint, read_run_config
-    from pipeline.train import load_run_data
+    from pipeline.run_directory import (final_checkpoint, load_checkpoint, load_run_data, model_from_checkpoint,
+                                        read_run_config)
 
     config = read_run_config(run_dir)
-    if config.algorithm == "mcem":
+    if not config.trains_encoder:
         raise SystemExit(f"{run_dir} is an MCEM run, which has no encoder for the importance-sampling "
                          "proposal; pick an aevb or wake_sleep run")
-    path = checkpoints_of(run_dir)[-1]
-    state = torch.load(path, map_location="cpu", weights_only=False)
-    data = load_run_data(replace(config, eval_test_points=n_test), prepared_dir, torch.device("cpu"))
-    return model_from_checkpoint(config, state, torch.device("cpu")), data.eval_test, f"{path}"
+    path = final_checkpoint(run_dir)
+    data = load_run_data(config, prepared_dir, "cpu", eval_test_points=n_test)
+    return model_from_checkpoint(config, load_checkpoint(path)), data.eval_test, f"{path}"
 
 
 def main(argv=None) -> None:
@@ -66,12 +62,12 @@ def main(argv=None) -> None:
 
     torch.manual_seed(args.seed)
     if args.run is not None:
-        model, test, source = load_checkpoint(args.run, args.prepared_dir, args.points)
+        model, test, source = load_run(args.run, args.prepared_dir, args.points)
     else:
         train, test, source = load_data(50_000, args.points)
         model = VariationalAutoEncoder(ModelConfig(784, 3, 100, "bernoulli"))
         start = time.perf_counter()
-        train_steps(AEVB(model, train.shape[0], OptimizerConfig(0.02, warmup_steps=100)), train, args.train_steps, 100)
+        AEVB(model, train.shape[0], OptimizerConfig(0.02, warmup_steps=100)).train_steps(train, args.train_steps, 100)
         source += f"; Figure 3 model trained here, {args.train_steps} x 100 samples in {time.perf_counter() - start:.0f} s"
     torch.manual_seed(args.seed)
     bound = average_lower_bound(model, test)

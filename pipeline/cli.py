@@ -1,7 +1,6 @@
 """``vaebench``: the one command-line entry; DVC stages only call it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import click
@@ -9,6 +8,7 @@ import torch
 
 from vae_core import NonFiniteLossError
 
+from .cli_options import params_option
 from .data_commands import data
 from .evaluate_commands import evaluate
 from .compare_commands import compare
@@ -42,7 +42,7 @@ main.add_command(compare)
 @click.option("--seed", type=int, default=None, help="Override training.seed.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device (auto uses a GPU when present).")
 @click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<experiment>/<run-id>).")
-@click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True)
+@params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Resume an interrupted run from its last checkpoint.")
 @click.option("--progress/--no-progress", default=True, show_default=True)

@@ -36,7 +36,6 @@ from pathlib import Path
 
 from .reference import REFERENCE_DIR, Reference
 
-FAMILIES = ("bound", "marginal_likelihood", "throughput", "claim", "variance", "info")
 VERDICTS = ("better", "same", "worse", "changed", "added", "removed")
 TOLERANCE_KEYS = ("bound_nats", "marginal_likelihood_se", "marginal_likelihood_floor_nats", "throughput_ratio",
                   "variance_ratio")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from .cli_options import params_option
 from .compare import CompareInputError, compare_metrics, regressions, render, resolve_sides, tolerances_from_params
 from .params import ParamsError, load_params
 
@@ -22,8 +23,7 @@ class _UsageErrorExit2(click.ClickException):
 @click.option("--only", multiple=True, help="Only metrics whose key matches this glob (repeatable), e.g. 'fig2/*'.")
 @click.option("--exclude", multiple=True, help="Leave out metrics whose key matches this glob (repeatable).")
 @click.option("--allow-removed", is_flag=True, help="A metric missing from NEW is not a regression.")
-@click.option("--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True,
-              help="Where the tolerances (compare:) and the profile (for rev:REV) come from.")
+@params_option("Where the tolerances (compare:) and the profile (for rev:REV) come from.")
 @click.option("--profile", default=None, help="Profile whose report rev:REV reads (default: params.yaml's).")
 @click.option("--repo", type=click.Path(path_type=Path, file_okay=False), default=Path("."), show_default=True,
               help="The git repository for rev:REV sides and reports/reference.")

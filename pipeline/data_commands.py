@@ -1,18 +1,16 @@
 """``vaebench data download`` and ``vaebench data prepare`` (the DVC stages of the same names)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import click
 
+from .cli_options import params_option
 from .download import DataDownloadError, download_all, mirrors_from
-from .params import ParamsError, load_params, lookup, require_positive_int
+from .params import ParamsError, load_params, lookup, require_positive_float, require_positive_int
 from .prepare import DataPrepareError, prepare_all
 from .restricted_unpickle import UnsafePickleError
-
-PARAMS_OPTION = click.option(
-    "--params", "params_path", type=click.Path(path_type=Path), default=Path("params.yaml"), show_default=True
-)
 
 
 @click.group()
@@ -20,8 +18,16 @@ def data() -> None:
     """Fetch and prepare the datasets (MNIST, Frey Face)."""
 
 
+def seconds(params: dict, key: str) -> float:
+    """A positive, finite number of seconds from params.yaml; a ParamsError naming the key otherwise."""
+    value = require_positive_float(lookup(params, key), key)
+    if not math.isfinite(value):
+        raise ParamsError(f"{key} must be a finite number of seconds, got {value!r}")
+    return value
+
+
 @data.command()
-@PARAMS_OPTION
+@params_option()
 @click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
 @click.option("--mirror", "extra_mirrors", multiple=True, help="A mirror folder or URL prefix to try first (repeatable).")
 def download(params_path, raw_dir, extra_mirrors) -> None:
@@ -29,8 +35,9 @@ def download(params_path, raw_dir, extra_mirrors) -> None:
     try:
         params = load_params(params_path)
         mirrors = list(extra_mirrors) + mirrors_from(lookup(params, "data.mirrors"))
-        timeout = float(lookup(params, "data.download_timeout_seconds"))
-        report = download_all(raw_dir or lookup(params, "data.raw_dir"), mirrors, timeout)
+        report = download_all(raw_dir or lookup(params, "data.raw_dir"), mirrors,
+                              timeout_seconds=seconds(params, "data.download_timeout_seconds"),
+                              deadline_seconds=seconds(params, "data.download_deadline_seconds"))
     except (ParamsError, DataDownloadError) as err:
         raise click.ClickException(str(err)) from err
     for name, entry in report.items():
@@ -38,7 +45,7 @@ def download(params_path, raw_dir, extra_mirrors) -> None:
 
 
 @data.command()
-@PARAMS_OPTION
+@params_option()
 @click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 def prepare(params_path, raw_dir, prepared_dir) -> None:

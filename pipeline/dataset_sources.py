@@ -1,6 +1,6 @@
 """What the suite downloads and the values each file must verify against.
 
-Copied from the data mirror's ``manifest.json`` (../shared/data): the sha256 of each file, its size,
+Copied from the manifest of the verified data mirror the suite was built against: the sha256 of each file, its size,
 its canonical URLs, and the sha256 of the decoded arrays (C-ordered bytes). These live in the
 repository so a download is checked against what we expect, never against the source itself.
 

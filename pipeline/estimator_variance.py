@@ -20,11 +20,10 @@ import torch
 from vae_core.estimator_variance import estimator_gradient_variance, estimator_value_variance
 
 from .devices import resolve_device
-from .evaluate import model_from_checkpoint, read_run_config
 from .files import write_atomically
 from .params import ParamsError, lookup, require_positive_int
-from .run_results import final_checkpoint, run_directories
-from .train import load_run_data
+from .run_directory import (final_checkpoint, load_checkpoint, load_run_data, model_from_checkpoint, read_run_config,
+                            run_directories)
 
 COLUMNS = ["run", "dataset", "nz", "hidden_units", "samples_seen", "estimator", "value_mean", "value_variance",
            "gradient_variance", "gradient_variance_encoder", "gradient_variance_decoder", "gradient_norm",
@@ -52,7 +51,7 @@ def measure_estimator_variance(runs_root: Path, prepared_dir: Path, settings: di
         if config.algorithm != "aevb":
             continue
         checkpoint = final_checkpoint(run_dir)
-        state = torch.load(checkpoint, map_location=device, weights_only=False)
+        state = load_checkpoint(checkpoint, device)
         model = model_from_checkpoint(config, state, device)
         data = load_run_data(config, prepared_dir, device)
         for estimator in ("A", "B"):

@@ -1,25 +1,20 @@
 """The ``evaluate`` stage: the marginal likelihood of every checkpoint of a run (Figure 3).
 
-For one run directory (DESIGN.md: ``runs/<experiment>/<run-id>/``) and each of its checkpoints, in
-order of samples seen, the decoder is evaluated on the first ``train_points`` training points of
-the run's own training set and the first ``test_points`` test points (SPEC.md section 5: the paper
-used the first 1,000 of each) by
+For one run directory (:mod:`pipeline.run_directory`) and each of its checkpoints, in order of
+samples seen, the decoder is evaluated on the first ``train_points`` training points of the run's
+own training set and the first ``test_points`` test points (docs/protocol.md, section 5: the
+paper used the first 1,000 of each) by
 
 - ``appendix_d``: the paper's estimator (Appendix D; vae_core.marginal_likelihood), on every
   checkpoint: it is Figure 3's y-axis;
-- ``importance_sampling``: log-mean-exp over K samples of log p(x, z) - log q(z|x), the run's
-  encoder as proposal (AEVB, wake-sleep) or, for MCEM, which trains no encoder, a Gaussian fitted
-  per datapoint to the Appendix D HMC samples (widened by 1.5);
+- ``importance_sampling``: log-mean-exp over K samples of log p(x, z) - log q(z|x);
 - ``grid``: numerical integration over z, exact up to a measured discretization error, for
   Nz <= 3;
 
 the two cross-checks on the checkpoints ``cross_checks`` selects (``final``: the last one only,
-``all``, or ``none``), because they cost more than the estimator they check.
-
-HMC chains of Appendix D start at the encoder's mean for AEVB and wake-sleep; for MCEM (no trained
-encoder) at the run's own persistent chain states for training points (they are posterior
-samples already) and at a draw from the prior for test points; burn-in adapts the step sizes
-either way.
+``all``, or ``none``), because they cost more than the estimator they check. Where Appendix D's
+chains start and which proposal importance sampling uses are the method's choices
+(:mod:`vae_core.marginal_likelihood.protocol`).
 
 ``marginal_likelihood.csv`` (one row per checkpoint x split x estimator; columns
 :data:`COLUMNS`): ``value`` is the average log p(x) per datapoint in nats, ``standard_error`` the
@@ -29,8 +24,10 @@ estimator's time, ``diagnostic``/``diagnostic_value`` one health number per esti
 HMC acceptance rate; importance sampling: mean effective sample size; grid: largest error bound).
 
 The file is rewritten atomically after every checkpoint. Every row carries a fingerprint of the
-settings, of the checkpoint file and of the estimators' source code; a re-run keeps the rows whose fingerprint still matches and
-computes only the rest, so an interrupted evaluation resumes and an unchanged one costs nothing.
+settings, of the checkpoint file and of the estimators' code (the import closure of
+:data:`ESTIMATOR_MODULES`, :mod:`pipeline.code_dependencies`): a re-run keeps the rows whose
+fingerprint still matches and computes only the rest, so an interrupted evaluation resumes and an
+unchanged one costs nothing, while an edit to this module's bookkeeping recomputes nothing.
 Random numbers are seeded per (seed, checkpoint, split): the same settings give the same numbers.
 """
 from __future__ import annotations
@@ -39,7 +36,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -47,31 +44,27 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-import vae_core
-
-from vae_core import ModelConfig, VariationalAutoEncoder
 from vae_core.marginal_likelihood import (
     MarginalLikelihoodEstimate,
     appendix_d_estimator,
-    gaussian_proposal_from_samples,
+    appendix_d_start,
     grid_estimator,
     importance_sampling_estimator,
+    importance_sampling_proposal,
 )
 
+from .code_dependencies import source_fingerprint
 from .devices import resolve_device
-from .files import write_atomically
+from .files import sha256_of, write_atomically
 from .params import ParamsError, active_profile, lookup, require_choice, require_positive_int
-from .run_config import RunConfig, dataset_spec
-from .train import load_run_data
+from .run_directory import (MARGINAL_LIKELIHOOD_FILE, list_checkpoints, load_checkpoint, load_run_data,
+                            model_from_checkpoint, read_run_config)
 
 COLUMNS = ["run", "algorithm", "ntrain", "samples_seen", "split", "estimator", "value", "standard_error",
            "points", "wall_seconds", "diagnostic", "diagnostic_value", "fingerprint"]
 CROSS_CHECKS = ("final", "all", "none")
-ESTIMATORS = ("appendix_d", "importance_sampling", "grid")
-
-
-class EvaluationError(RuntimeError):
-    """A run directory that cannot be evaluated (no config, no checkpoints, wrong model)."""
+# The estimators' code: the rows' fingerprint covers the import closure of this package.
+ESTIMATOR_MODULES = ("vae_core.marginal_likelihood",)
 
 
 @dataclass(frozen=True)
@@ -122,82 +115,22 @@ def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> Ma
     return settings
 
 
-def read_run_config(run_dir: Path) -> RunConfig:
-    """The :class:`RunConfig` a run was trained with, from its ``config.json``."""
-    path = run_dir / "config.json"
-    if not path.is_file():
-        raise EvaluationError(f"{path} not found: {run_dir} is not a trained run directory (run `vaebench train` first)")
-    stored = json.loads(path.read_text())
-    names = {f.name for f in fields(RunConfig)}
-    config = RunConfig(**{k: v for k, v in stored.items() if k in names})
-    return replace(config, step_size_grid=tuple(config.step_size_grid))
-
-
-def checkpoints_of(run_dir: Path) -> list[Path]:
-    paths = sorted((run_dir / "checkpoints").glob("samples_*.pt"))
-    if not paths:
-        raise EvaluationError(f"{run_dir / 'checkpoints'} holds no checkpoints: train the run first")
-    return paths
-
-
-def model_from_checkpoint(config: RunConfig, state: dict, device: torch.device) -> VariationalAutoEncoder:
-    spec = dataset_spec(config.dataset)
-    model = VariationalAutoEncoder(
-        ModelConfig(spec.x_dim, config.z_dim, config.hidden_units, spec.decoder, config.init_std)).to(device)
-    model.load_state_dict(state["algorithm"]["model"])
-    model.eval()
-    return model
-
-
-def estimator_source_fingerprint() -> str:
-    """sha256 over the estimators' source (vae_core/marginal_likelihood/, the HMC and its hand-derived
-    target log p(x, z) with the activation it uses, the model and this module, which chooses how
-    chains start), so rows computed by other code are recomputed, never reused."""
-    root = Path(vae_core.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted([*(root / "marginal_likelihood").glob("*.py"), root / "hmc.py", root / "hand_gradients.py",
-                        root / "activations.py", root / "model.py", root / "networks.py", Path(__file__)], key=str):
-        digest.update(path.name.encode() + path.read_bytes())
-    return digest.hexdigest()[:16]
-
-
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def estimate_split(model, x: torch.Tensor, algorithm: str, settings: MarginalLikelihoodSettings,
+def estimate_split(model, x: torch.Tensor, trained_encoder: bool, settings: MarginalLikelihoodSettings,
                    cross_check: bool, chain_states: torch.Tensor | None) -> list[tuple[MarginalLikelihoodEstimate, float]]:
     """The sampling estimates of one split of one checkpoint (Appendix D, and with ``cross_check``
     importance sampling), each with its wall time in seconds. The grid, which is deterministic and
     whose cost is mostly a pass of the decoder over nodes shared by all datapoints, is computed
     for all splits at once by :func:`grid_by_split`."""
-    results = []
     start = time.perf_counter()
-    z_dim = model.config.z_dim
-    if z_dim <= 3:
-        # chains start by resampling a shared grid by p(x, z) (appendix_d.prior_resampled_start),
-        # for every algorithm: on the default profile's Figure 3 models both the encoder mean
-        # (AEVB, Ntrain 1,000, test: -0.8 nat on average, -56 at worst) and MCEM's own training
-        # chains (Ntrain 50,000, train: -3.4 nats) start some chains in minor posterior modes
-        # that 4-step HMC never leaves; the grid start agrees with the grid to +0.12 nat.
-        init = {"init": "prior"}
-    elif algorithm == "mcem":
-        init = {"init": "prior"}
-        if chain_states is not None:  # the run's own posterior chains for these training points
-            init = {"init": "prior", "z_init": chain_states}
-    else:
-        init = {"init": "encoder"}
     appendix_d = appendix_d_estimator(model, x, n_samples=settings.hmc_samples, n_leapfrog=settings.leapfrog_steps,
-                                      burn_in=settings.burn_in, **init)
-    results.append((appendix_d, time.perf_counter() - start))
-    if not cross_check:
-        return results
-    start = time.perf_counter()
-    proposal = None
-    if algorithm == "mcem":  # no trained encoder: a Gaussian around the HMC samples
-        proposal = gaussian_proposal_from_samples(appendix_d.details["samples"])
-    estimate = importance_sampling_estimator(model, x, n_samples=settings.importance_samples, proposal=proposal)
-    results.append((estimate, time.perf_counter() - start))
+                                      burn_in=settings.burn_in,
+                                      **appendix_d_start(model.config.z_dim, trained_encoder, chain_states))
+    results = [(appendix_d, time.perf_counter() - start)]
+    if cross_check:
+        start = time.perf_counter()
+        estimate = importance_sampling_estimator(model, x, n_samples=settings.importance_samples,
+                                                 proposal=importance_sampling_proposal(trained_encoder, appendix_d))
+        results.append((estimate, time.perf_counter() - start))
     return results
 
 
@@ -250,33 +183,32 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
     """Write ``run_dir/marginal_likelihood.csv`` for every checkpoint of the run; returns its rows."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
-    checkpoints = checkpoints_of(run_dir)
+    checkpoints = list_checkpoints(run_dir)
     torch_device = resolve_device(device)
-    data = load_run_data(replace(config, eval_train_points=settings.train_points,
-                                 eval_test_points=settings.test_points), prepared_dir, torch_device)
+    data = load_run_data(config, prepared_dir, torch_device, settings.train_points, settings.test_points)
     splits = {"train": data.eval_train, "test": data.eval_test}
-    out = run_dir / "marginal_likelihood.csv"
+    out = run_dir / MARGINAL_LIKELIHOOD_FILE
     existing = read_existing_rows(out)
     done = set(existing["fingerprint"].astype(str))
-    estimator_source = estimator_source_fingerprint()
+    estimator_source = source_fingerprint(ESTIMATOR_MODULES)[:16]
     rows = []
     for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.name}", disable=not progress)):
         cross_check = settings.cross_checks == "all" or (settings.cross_checks == "final" and index == len(checkpoints) - 1)
         fingerprint = hashlib.sha256(
-            f"{settings.fingerprint()} {file_sha256(path)} {cross_check} {estimator_source}".encode()).hexdigest()[:16]
+            f"{settings.fingerprint()} {sha256_of(path)} {cross_check} {estimator_source}".encode()).hexdigest()[:16]
         if fingerprint in done:
             rows += existing[existing["fingerprint"].astype(str) == fingerprint].to_dict("records")
             continue
-        state = torch.load(path, map_location=torch_device, weights_only=False)
+        state = load_checkpoint(path, torch_device)
         model = model_from_checkpoint(config, state, torch_device)
         samples_seen = int(state["samples_seen"])
         grids = grid_by_split(model, splits) if cross_check else {}
         for split_index, (split, x) in enumerate(splits.items()):
             torch.manual_seed(settings.seed * 1_000_003 + samples_seen * 2 + split_index)
             chains = None
-            if config.algorithm == "mcem" and split == "train":
+            if not config.trains_encoder and split == "train":  # MCEM's own posterior chains
                 chains = state["algorithm"]["chains"][: x.shape[0]].to(torch_device)
-            estimates = estimate_split(model, x, config.algorithm, settings, cross_check, chains)
+            estimates = estimate_split(model, x, config.trains_encoder, settings, cross_check, chains)
             for estimate, seconds in estimates + ([grids[split]] if split in grids else []):
                 diagnostic, diagnostic_value = diagnostic_of(estimate)
                 rows.append({

@@ -6,11 +6,11 @@ from pathlib import Path
 
 import click
 
-from .data_commands import PARAMS_OPTION
+from .cli_options import params_option
 from .devices import DEVICE_CHOICES
 from .estimator_variance import measure_estimator_variance
 from .estimator_variance import settings_from_params as variance_settings
-from .evaluate import EvaluationError, evaluate_run, settings_from_params
+from .evaluate import evaluate_run, settings_from_params
 from .params import ParamsError, load_params, lookup
 
 
@@ -22,7 +22,7 @@ def evaluate() -> None:
 @evaluate.command("marginal-likelihood")
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A trained run directory.")
 @click.option("--experiment", default="fig3", show_default=True, help="Whose profile budgets (points, cross-checks) apply.")
-@PARAMS_OPTION
+@params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
@@ -33,7 +33,7 @@ def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, 
         settings = settings_from_params(params, experiment)
         frame = evaluate_run(run_dir, prepared_dir or lookup(params, "data.prepared_dir"), settings,
                              device or lookup(params, "training.device"), progress)
-    except (ParamsError, EvaluationError, FileNotFoundError, ValueError) as err:
+    except (ParamsError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     last = frame[frame["samples_seen"] == frame["samples_seen"].max()]
     for row in last.itertuples():
@@ -44,7 +44,7 @@ def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, 
 @evaluate.command("estimator-variance")
 @click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
 @click.option("--out", type=click.Path(path_type=Path), default=Path("runs/estimator_variance.csv"), show_default=True)
-@PARAMS_OPTION
+@params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
 def estimator_variance(runs_root, out, params_path, prepared_dir, device) -> None:
@@ -53,7 +53,7 @@ def estimator_variance(runs_root, out, params_path, prepared_dir, device) -> Non
         params = load_params(params_path)
         frame = measure_estimator_variance(runs_root, prepared_dir or lookup(params, "data.prepared_dir"),
                                            variance_settings(params), device or lookup(params, "training.device"), out)
-    except (ParamsError, EvaluationError, FileNotFoundError, ValueError) as err:
+    except (ParamsError, FileNotFoundError, ValueError) as err:
         raise click.ClickException(str(err)) from err
     wide = frame.pivot_table(index=["dataset", "nz"], columns="estimator", values=["value_variance", "gradient_variance"])
     click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}"))

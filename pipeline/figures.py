@@ -1,5 +1,5 @@
-"""The paper's Figures 2-5, drawn from the run directories (SPEC.md section 4, "Figure axes, as
-printed").
+"""The ``figures`` stage: the paper's Figures 2-5, drawn from the run directories
+(docs/protocol.md, section 4 and "Figure axes, as printed").
 
 Each ``figure_N`` function returns a matplotlib Figure built only from measured data (the runs'
 ``curve.csv``, ``marginal_likelihood.csv`` and final checkpoints) and, where the paper printed
@@ -23,6 +23,7 @@ panel can be read against the paper's directly. Choices:
 """
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import matplotlib
@@ -34,8 +35,15 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from .reference import Reference  # noqa: E402
+from .files import write_json  # noqa: E402
+from .params import lookup  # noqa: E402
+from .reference import REFERENCE_DIR, Reference  # noqa: E402
 from .run_config import dataset_spec  # noqa: E402
+from .run_directory import (MissingRunError, final_checkpoint, load_checkpoint, model_from_checkpoint,  # noqa: E402
+                            read_run_config, run_directories)
+from .run_results import load_curves, load_marginal_likelihoods  # noqa: E402
+
+FIGURES_INDEX = "figures.json"
 
 ALGORITHM_LABELS = {"aevb": "AEVB", "wake_sleep": "Wake-Sleep", "mcem": "MCEM"}
 _PALETTE = sns.color_palette("deep")
@@ -62,7 +70,7 @@ def _widened(printed: tuple[float, float], values: np.ndarray, log: bool = False
 
 
 def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], frey_nz: list[int]) -> plt.Figure:
-    """Figure 2: average lower bound per datapoint vs training samples evaluated (SPEC.md §4)."""
+    """Figure 2: average lower bound per datapoint vs training samples evaluated (docs/protocol.md, section 4)."""
     bounds = curves[curves.metric == "lower_bound"]
     columns = max(len(mnist_nz), len(frey_nz))
     fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
@@ -118,7 +126,7 @@ def figure_3(marginal_likelihoods: pd.DataFrame, reference: Reference, ntrains: 
         ax = axes[0][col]
         key = f"ntrain{ntrain}"
         printed = reference.axes["fig3"][key]
-        panel = frame[frame.ntrain.fillna(dataset_spec("mnist").full_train_size).astype(int) == ntrain]
+        panel = frame[frame.ntrain == ntrain]
         span = panel.samples_seen.max() / 1e6 if len(panel) else printed["xlim"][1]
         for algorithm in ("wake_sleep", "mcem", "aevb"):
             colour = ALGORITHM_COLOURS[algorithm]
@@ -219,3 +227,43 @@ def save_figure(fig: plt.Figure, directory: Path, name: str, dpi: int = 110) -> 
     plt.close(fig)
     return paths
 
+
+
+def find_run(runs_root: Path, experiment: str, dataset: str, nz: int, algorithm: str = "aevb") -> Path:
+    """The run directory of one configuration, by its config.json (not by its name)."""
+    for run_dir in run_directories(runs_root, experiment):
+        config = read_run_config(run_dir)
+        if (config.dataset, config.z_dim, config.algorithm) == (dataset, nz, algorithm):
+            return run_dir
+    raise MissingRunError(f"no {algorithm} run of {dataset} with Nz = {nz} under {Path(runs_root) / experiment}: "
+                          f"run `dvc repro` (the figures need it)")
+
+
+def load_final_model(run_dir: Path):
+    """A run's model at the end of its budget, in float64 on the CPU."""
+    config = read_run_config(run_dir)
+    return model_from_checkpoint(config, load_checkpoint(final_checkpoint(run_dir))).double()
+
+
+def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path = REFERENCE_DIR) -> dict:
+    """Draw Figures 2-5 into ``out`` (PNG and SVG) and index them in ``figures.json``."""
+    start = time.perf_counter()
+    experiments = lookup(params, "experiments")
+    fig4 = experiments["fig4"]
+    reference = Reference.load(reference_dir)
+    files = {}
+    curves = load_curves(runs_root, "fig2")
+    files["fig2"] = save_figure(figure_2(curves, reference, experiments["fig2"]["mnist"]["nz"],
+                                         experiments["fig2"]["frey_face"]["nz"]), out, "fig2")
+    ml = load_marginal_likelihoods(runs_root, "fig3")
+    files["fig3"] = save_figure(figure_3(ml, reference, experiments["fig3"]["ntrain"]), out, "fig3")
+    manifold_models = {dataset: load_final_model(find_run(runs_root, "fig2", dataset, fig4[dataset]["nz"]))
+                       for dataset in ("frey_face", "mnist")}
+    cells = {dataset: int(fig4[dataset]["manifold_cells"]) for dataset in manifold_models}
+    files["fig4"] = save_figure(figure_4(manifold_models, cells), out, "fig4")
+    sample_models = {nz: load_final_model(find_run(runs_root, "fig2", "mnist", nz)) for nz in fig4["samples_nz"]}
+    files["fig5"] = save_figure(figure_5(sample_models, int(fig4["samples_per_side"]), int(fig4["seed"])), out, "fig5")
+    index = {"figures": {name: [p.name for p in paths] for name, paths in files.items()},
+             "wall_seconds": round(time.perf_counter() - start, 1)}
+    write_json(Path(out) / FIGURES_INDEX, index)
+    return index

@@ -1,12 +1,26 @@
-"""Atomic file writes: a reader (or a killed run) never sees a half-written file."""
+"""Writing outputs safely: a reader (or a killed run) never sees a half-written file or a mixed set.
+
+- :func:`write_atomically` (and :func:`write_json`, :func:`save_torch`): one file, written to a
+  temporary beside it and renamed into place.
+- :func:`staged_folder`: several files that must appear together (a stage's outputs), written
+  into a staging folder beside their destination and moved there only once all are written.
+- :func:`held` / :func:`abandoned`: a process holds a shared ``flock`` on the temporaries it is
+  writing; the lock dies with the process, so a later run can tell a killed run's leftovers
+  (free lock: delete them) from another run's work in progress (held: leave it). Where the
+  filesystem cannot tell (some network filesystems), a leftover counts as in use.
+"""
 from __future__ import annotations
 
+import fcntl
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable, Iterator
 
 import torch
 
@@ -44,3 +58,72 @@ def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@contextmanager
+def held(path: str | Path) -> Iterator[None]:
+    """Hold a shared lock on ``path`` (a file or a folder) while this run uses it."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def abandoned(path: str | Path) -> bool:
+    """Whether no running process holds ``path`` (see :func:`held`): its run was killed."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+def remove_abandoned(paths: Iterable[Path]) -> None:
+    """Delete the files and folders among ``paths`` that no running process holds."""
+    for path in paths:
+        if abandoned(path):
+            shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(missing_ok=True)
+
+
+def staging_pattern(target: Path) -> str:
+    """The glob of :func:`staged_folder`'s staging folders for ``target``."""
+    return f".{glob.escape(target.name)}.{'?' * 8}.tmp"
+
+
+@contextmanager
+def staged_folder(target: str | Path, last: str | None = None) -> Iterator[Path]:
+    """A folder to write a set of outputs into; on success they are moved into ``target`` together.
+
+    The staging folder ``.<target name>.XXXXXXXX.tmp`` lies beside ``target`` (so the moves are
+    renames on one filesystem) and is held (:func:`held`) while in use; staging folders of killed
+    runs are deleted first. On success its contents move into ``target``: in one rename when
+    ``target`` does not exist yet, otherwise entry by entry (``last`` -- e.g. the file that
+    vouches for the others -- last), leaving anything else in ``target`` alone. On an error
+    nothing is moved and the staging folder is deleted.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    remove_abandoned(p for p in target.parent.glob(staging_pattern(target)) if p.is_dir())
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    try:
+        with held(staging):
+            yield staging
+            os.chmod(staging, 0o755)  # mkdtemp makes it 0700; an output folder is ordinary
+            if not os.path.lexists(target):
+                os.rename(staging, target)
+                return
+            for path in sorted(staging.iterdir(), key=lambda p: p.name == last):
+                destination = target / path.name
+                if path.is_dir() and destination.is_dir():
+                    shutil.rmtree(destination)
+                os.replace(path, destination)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already once published whole

@@ -1,4 +1,4 @@
-"""``reports/<profile>/metrics.json``: flat, stable keys (DESIGN.md), read by ``dvc metrics diff``
+"""``reports/<profile>/metrics.json``: flat, stable keys (docs/design.md), read by ``dvc metrics diff``
 and ``vaebench compare``.
 
 Keys, each a number (the family is the last path element's suffix, so tolerances can be set per
@@ -22,10 +22,6 @@ import pandas as pd
 from .claims import FAIL, PASS, Claim, final_bounds
 
 
-def _ntrain_label(ntrain) -> int:
-    return 50_000 if ntrain is None or (isinstance(ntrain, float) and math.isnan(ntrain)) else int(ntrain)
-
-
 def _number(value) -> float | None:
     value = float(value)
     return round(value, 6) if math.isfinite(value) else None
@@ -47,7 +43,7 @@ def build_metrics(curves: pd.DataFrame, marginal_likelihoods: pd.DataFrame, fina
         last = ml[ml.samples_seen == ml.groupby("run").samples_seen.transform("max")]
         suffix = {"appendix_d": "ml", "importance_sampling": "ml_is", "grid": "ml_grid"}
         for row in last.itertuples():
-            run_prefix = f"fig3/ntrain{_ntrain_label(row.ntrain)}/{row.algorithm}"
+            run_prefix = f"fig3/ntrain{int(row.ntrain)}/{row.algorithm}"
             metrics[f"{run_prefix}/samples"] = int(row.samples_seen)
             prefix = f"{run_prefix}/{row.split}"
             metrics[f"{prefix}_{suffix[row.estimator]}"] = _number(row.value)

@@ -1,4 +1,4 @@
-"""The ``prepare`` stage: verified pickles in, ``.npz`` splits out (DESIGN.md: data/prepared).
+"""The ``prepare`` stage: verified pickles in, ``.npz`` splits out (data/prepared).
 
 - ``mnist.npz``: the authors' split of ``mnist.pkl.gz``: 50,000 train (the first 50,000 official
   training images), 10,000 valid (the last 10,000), 10,000 test (the official test set).
@@ -13,6 +13,15 @@
 
 Images are stored as uint8 pixels; the model sees pixel / 256 (``PIXEL_SCALE``), as the authors'
 code did (``mnist.pkl.gz`` holds exactly float32(pixel) / 256).
+
+The outputs of a stage appear together or not at all. Nothing is written until both raw files
+verified and decoded; the files are then written into a staging folder beside ``prepared_dir``
+(``.<name>.*.tmp``) and moved into place: in one rename when ``prepared_dir`` does not exist (as
+under ``dvc repro``, which deletes a stage's outputs first), otherwise file by file with
+``datasets.json`` last, leaving any other file there alone. A reader checks every file against
+``datasets.json`` (:func:`pipeline.prepared_data.load_prepared`), so a run killed amid those renames
+is reported, not read. A run holds a lock on its staging folder; the next run deletes staging
+folders whose lock is free (their run was killed). A failure to write names the folder and the fix.
 """
 from __future__ import annotations
 
@@ -24,8 +33,8 @@ from pathlib import Path
 import numpy as np
 
 from .dataset_sources import FREY_FACE_PKL, MNIST_PKL, ArrayExpectation, SourceFile
-from .files import sha256_of, write_atomically, write_json
-from .prepared_data import PIXEL_SCALE
+from .files import sha256_of, staged_folder, write_atomically, write_json
+from .prepared_data import INDEX, PIXEL_SCALE
 from .restricted_unpickle import load_numpy_pickle
 
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the earliest zip timestamp: .npz bytes do not depend on the clock
@@ -54,7 +63,10 @@ def verified_raw_file(raw_dir: Path, source: SourceFile) -> Path:
     path = raw_dir / source.name
     if not path.is_file():
         raise DataPrepareError(f"{path} is missing: run `vaebench data download` (or `dvc repro download`)")
-    actual = sha256_of(path)
+    try:
+        actual = sha256_of(path)
+    except OSError as err:
+        raise DataPrepareError(f"cannot read {path} ({err.strerror}): check its permissions") from err
     if actual != source.sha256:
         raise DataPrepareError(
             f"{path} has sha256 {actual}, expected {source.sha256}: it is not the file the suite "
@@ -122,27 +134,55 @@ def save_npz(path: Path, arrays: dict[str, np.ndarray]) -> dict:
     return {"sha256": sha256_of(path), "arrays": {k: list(v.shape) for k, v in arrays.items()}}
 
 
-def prepare_all(raw_dir: str | Path, prepared_dir: str | Path, mnist_subset: int,
-                frey_train_size: int, frey_split_seed: int) -> dict:
-    """Write every prepared file and ``datasets.json``; returns the summary written there."""
-    raw_dir, prepared_dir = Path(raw_dir), Path(prepared_dir)
-    prepared_dir.mkdir(parents=True, exist_ok=True)
+def prepared_datasets(raw_dir: Path, mnist_subset: int, frey_train_size: int,
+                      frey_split_seed: int) -> dict[str, tuple[dict[str, np.ndarray], dict]]:
+    """Each prepared file's arrays and its details for ``datasets.json``, from the verified raw files.
+
+    Checks the parameters first and every input before returning; writes nothing.
+    """
+    n_train = MNIST_PKL.arrays["train_x"].shape[0]
+    if not 0 < mnist_subset <= n_train:
+        raise DataPrepareError(f"data.mnist.subset_ntrain must be between 1 and {n_train}, got {mnist_subset}")
+    train_idx, test_idx = frey_face_split(FREY_FACE_PKL.arrays["faces"].shape[0], frey_train_size, frey_split_seed)
     mnist = load_mnist(raw_dir)
-    if not 0 < mnist_subset <= mnist["train_x"].shape[0]:
-        raise DataPrepareError(f"data.mnist.subset_ntrain must be between 1 and 50000, got {mnist_subset}")
     subset = dict(mnist, train_x=mnist["train_x"][:mnist_subset], train_y=mnist["train_y"][:mnist_subset],
                   train_indices=np.arange(mnist_subset))
     faces = load_frey_faces(raw_dir)
-    train_idx, test_idx = frey_face_split(faces.shape[0], frey_train_size, frey_split_seed)
     frey = {"train_x": faces[train_idx], "test_x": faces[test_idx],
             "train_indices": train_idx, "test_indices": test_idx}
-    summary = {
-        "pixel_scale": PIXEL_SCALE,
-        "mnist": {**save_npz(prepared_dir / "mnist.npz", mnist), "source": MNIST_PKL.sha256},
-        f"mnist_ntrain{mnist_subset}": {**save_npz(prepared_dir / f"mnist_ntrain{mnist_subset}.npz", subset),
-                                        "source": MNIST_PKL.sha256, "subset": f"first {mnist_subset} training images"},
-        "frey_face": {**save_npz(prepared_dir / "frey_face.npz", frey), "source": FREY_FACE_PKL.sha256,
-                      "split_seed": frey_split_seed, "train_size": frey_train_size},
+    return {
+        "mnist": (mnist, {"source": MNIST_PKL.sha256}),
+        f"mnist_ntrain{mnist_subset}": (subset, {"source": MNIST_PKL.sha256,
+                                                 "subset": f"first {mnist_subset} training images"}),
+        "frey_face": (frey, {"source": FREY_FACE_PKL.sha256, "split_seed": frey_split_seed,
+                             "train_size": frey_train_size}),
     }
-    write_json(prepared_dir / "datasets.json", summary)
+
+
+def write_prepared(datasets: dict[str, tuple[dict[str, np.ndarray], dict]], prepared_dir: Path) -> dict:
+    """Write every prepared file and ``datasets.json`` into a staging folder, then publish them."""
+    with staged_folder(prepared_dir, last=INDEX) as staging:
+        summary = {"pixel_scale": PIXEL_SCALE}
+        for name, (arrays, details) in datasets.items():
+            summary[name] = {**save_npz(staging / f"{name}.npz", arrays), **details}
+        write_json(staging / INDEX, summary)
     return summary
+
+
+def prepare_all(raw_dir: str | Path, prepared_dir: str | Path, mnist_subset: int,
+                frey_train_size: int, frey_split_seed: int) -> dict:
+    """Verify every input, then write every prepared file and ``datasets.json`` together.
+
+    Returns the summary written to ``datasets.json``. A ``prepared_dir`` that cannot be written is
+    a :class:`DataPrepareError` naming it.
+    """
+    raw_dir, prepared_dir = Path(raw_dir), Path(prepared_dir)
+    datasets = prepared_datasets(raw_dir, mnist_subset, frey_train_size, frey_split_seed)
+    try:
+        return write_prepared(datasets, prepared_dir)
+    except OSError as err:
+        raise DataPrepareError(
+            f"cannot write to {prepared_dir} ({err.strerror}: {err.filename2 or err.filename or prepared_dir}). "
+            f"Fix: make it a writable folder (no part of the path may be a file) or pass another "
+            f"with --prepared-dir (data.prepared_dir)"
+        ) from err

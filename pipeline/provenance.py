@@ -1,4 +1,4 @@
-"""``reports/<profile>/provenance.json``: what made a report (DESIGN.md "File contracts").
+"""``reports/<profile>/provenance.json``: what made a report (docs/design.md, "File contracts").
 
 Git commit and dirty flag (with the changed files; the pipeline's own outputs -- ``dvc.lock``,
 ``reports/``, ``runs/``, ``data/`` -- do not count as dirty, since ``dvc repro`` rewrites them
@@ -111,6 +111,6 @@ def build_provenance(repo: Path, params: dict, raw_dir: Path, finals: pd.DataFra
         "packages": package_versions(),
         "devices": devices,
         "machine": machine(),
-        "binarize": params["training"]["binarize"],
+        "binarize": sorted(set(finals.binarize)) if "binarize" in finals else [],
         "stage_wall_seconds": stage_wall_times(finals, marginal_likelihoods, variance, extra_times),
     }

@@ -1,5 +1,6 @@
-"""``reports/<profile>/report.md`` and a self-contained ``report.html`` (figures embedded), built
-from the same list of blocks so the two always say the same thing.
+"""The ``report`` stage: ``reports/<profile>/report.md`` and a self-contained ``report.html``
+(figures embedded), built from the same list of blocks so the two always say the same thing, with
+``metrics.json``, ``provenance.json`` and the plot tables of ``dvc plots``.
 
 Content, in order: the claim verdicts; Figures 2-5 (linked to their PNG and SVG files); Figure 2's
 final bounds beside the paper's at the same number of training samples; Figure 3's final marginal
@@ -10,16 +11,27 @@ every number comes from the runs or from ``reports/reference/``.
 from __future__ import annotations
 
 import base64
-import re
 import html
+import json
 import math
+import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
-from .claims import Claim, final_bounds, verdict_counts
-from .reference import Reference
+from .claims import Claim, evaluate_claims, final_bounds, verdict_counts
+from .files import write_atomically, write_json
+from .metrics import build_metrics
+from .params import lookup
+from .provenance import build_provenance
+from .reference import REFERENCE_DIR, Reference
+from .run_directory import MissingRunError
+from .run_results import load_curves, load_finals, load_marginal_likelihoods
+
+FIGURES_INDEX = "figures.json"  # written by the figures stage (pipeline.figures)
+PLOTS_DIR = "plots"
 
 FIGURES = {
     "fig2": "Figure 2: lower bound per datapoint vs training samples evaluated, AEVB vs wake-sleep "
@@ -84,7 +96,7 @@ def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.D
     ml = marginal_likelihoods
     last = ml[ml.samples_seen == ml.groupby("run").samples_seen.transform("max")]
     rows = []
-    for (ntrain, algorithm), group in last.groupby([last.ntrain.fillna(50_000).astype(int), "algorithm"]):
+    for (ntrain, algorithm), group in last.groupby(["ntrain", "algorithm"]):
         values = group.set_index(["split", "estimator"])
         samples = int(group.samples_seen.max())
         row = {"Ntrain": int(ntrain), "algorithm": algorithm, "samples": samples}
@@ -120,7 +132,7 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
         Block("h1", f"vaebench report: profile `{profile}`"),
         Block("p", f"Regenerated from scratch by `dvc repro` at commit `{git.get('commit') or 'unknown'}`"
                    f"{' (with uncommitted changes)' if git.get('dirty') else ''}. MNIST targets: "
-                   f"`binarize: {provenance['binarize']}` (grey levels as Bernoulli targets, as in the paper, "
+                   f"`binarize: {', '.join(provenance['binarize'])}` (grey levels as Bernoulli targets, as in the paper, "
                    f"unless `dynamic`). Claim verdicts: {counts['pass']} pass, {counts['fail']} fail, "
                    f"{counts['no data']} without data. Paper values come from `reports/reference/` (its curves "
                    f"read from the PDF), compared at the same number of training samples evaluated."),
@@ -221,3 +233,58 @@ def _inline(text: str) -> str:
 def markdown_links(text: str) -> list[str]:
     """Every link target of a markdown text (images and links), for checking that they resolve."""
     return re.findall(r"\]\(([^)\s]+)\)", text)
+
+
+def write_plot_tables(curves: pd.DataFrame, ml: pd.DataFrame, out: Path) -> list[Path]:
+    """Wide CSVs (samples_seen + one column per curve) for ``dvc plots diff`` (dvc.yaml ``plots:``)."""
+    paths = []
+    bounds = curves[(curves.metric == "lower_bound") & (curves.split == "test") & (curves.experiment == "fig2")]
+    for dataset, frame in bounds.groupby("dataset"):
+        frame = frame.assign(curve=frame.apply(lambda r: f"nz{r.nz}_{r.algorithm}_test", axis=1))
+        wide = frame.pivot_table(index="samples_seen", columns="curve", values="value").reset_index()
+        paths.append(_write_csv(wide, Path(out) / PLOTS_DIR / f"fig2_{dataset}.csv"))
+    appendix_d = ml[ml.estimator == "appendix_d"]
+    appendix_d = appendix_d.assign(curve=appendix_d.apply(
+        lambda r: f"ntrain{int(r.ntrain)}_{r.algorithm}_{r.split}", axis=1))
+    wide = appendix_d.pivot_table(index="samples_seen", columns="curve", values="value").reset_index()
+    paths.append(_write_csv(wide, Path(out) / PLOTS_DIR / "fig3.csv"))
+    return paths
+
+
+def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
+    frame.columns.name = None
+    return write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
+
+
+def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, params_path: Path,
+                reference_dir: Path = REFERENCE_DIR) -> dict:
+    """Write report.md, report.html, metrics.json, provenance.json and the plot tables into ``out``."""
+    start = time.perf_counter()
+    out = Path(out)
+    reference = Reference.load(reference_dir)
+    curves = pd.concat([load_curves(runs_root, "fig2"), load_curves(runs_root, "fig3")], ignore_index=True)
+    finals = pd.concat([load_finals(runs_root, "fig2"), load_finals(runs_root, "fig3")], ignore_index=True)
+    ml = load_marginal_likelihoods(runs_root, "fig3")
+    variance_path = Path(runs_root) / "estimator_variance.csv"
+    variance = pd.read_csv(variance_path) if variance_path.is_file() else None
+    claims = evaluate_claims(curves, ml, finals, variance, lookup(params, "report"))
+    metrics = build_metrics(curves, ml, finals, variance, claims)
+    index_path = Path(figures_dir) / FIGURES_INDEX
+    if not index_path.is_file():
+        raise MissingRunError(f"{index_path} not found: run `vaebench figures` first")
+    index = json.loads(index_path.read_text())
+    relative = Path(figures_dir).resolve().relative_to(out.resolve()) if Path(figures_dir).resolve().is_relative_to(
+        out.resolve()) else Path(figures_dir).resolve()
+    figure_files = {name: [str(relative / f) for f in names] for name, names in index["figures"].items()}
+    times = {"figures": index["wall_seconds"], "report": time.perf_counter() - start}
+    provenance = build_provenance(Path(params_path).resolve().parent, params,
+                                  Path(lookup(params, "data.raw_dir")), finals, ml, variance, times)
+    blocks = build_blocks(params["profile"], claims, curves, ml, finals, reference, provenance, figure_files)
+    out.mkdir(parents=True, exist_ok=True)
+    write_atomically(out / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
+    write_atomically(out / "report.html",
+                     lambda tmp: tmp.write_text(render_html(blocks, out, f"vaebench report: {params['profile']}")))
+    write_json(out / "metrics.json", metrics)
+    write_json(out / "provenance.json", provenance)
+    write_plot_tables(curves, ml, out)
+    return {"claims": claims, "metrics": metrics, "provenance": provenance}

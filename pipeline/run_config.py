@@ -21,7 +21,7 @@ from .params import (
 )
 
 ALGORITHMS = ("aevb", "wake_sleep", "mcem")
-ESTIMATORS = ("A", "B")
+SGVB_ESTIMATORS = ("A", "B")
 BINARIZATIONS = ("none", "dynamic")
 
 
@@ -80,6 +80,11 @@ class RunConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @property
+    def trains_encoder(self) -> bool:
+        """Whether the algorithm trains the recognition model q(z|x) (MCEM trains none)."""
+        return self.algorithm != "mcem"
+
     def fingerprint(self) -> str:
         """sha256 of the configuration, minus the device (a run may resume on another device)."""
         payload = {k: v for k, v in self.to_dict().items() if k != "device"}
@@ -87,7 +92,7 @@ class RunConfig:
 
     @property
     def prepared_file(self) -> str:
-        """The prepared .npz this run trains on (DESIGN.md: data/prepared)."""
+        """The prepared .npz this run trains on (data/prepared, :mod:`pipeline.prepared_data`)."""
         if self.ntrain is None or self.ntrain == dataset_spec(self.dataset).full_train_size:
             return self.dataset
         return f"{self.dataset}_ntrain{self.ntrain}"
@@ -188,7 +193,7 @@ def build_run_config(
         samples_per_datapoint=require_positive_int(
             training["samples_per_datapoint"], "training.samples_per_datapoint"
         ),
-        estimator=require_choice(training["estimator"], "training.estimator", ESTIMATORS),
+        estimator=require_choice(training["estimator"], "training.estimator", SGVB_ESTIMATORS),
         binarize=require_choice(training["binarize"], "training.binarize", BINARIZATIONS),
         step_size=None if step_size == "auto" else step_size,
         step_size_grid=grid,

@@ -1,4 +1,4 @@
-"""Read the run directories (DESIGN.md "File contracts") into tidy pandas tables for figures,
+"""Read the run directories (:mod:`pipeline.run_directory`) into tidy pandas tables for figures,
 claims, metrics and the report.
 
 Every table carries the run's identity from its ``config.json`` — experiment, dataset, algorithm,
@@ -11,42 +11,17 @@ from pathlib import Path
 
 import pandas as pd
 
-IDENTITY = ["run", "experiment", "dataset", "algorithm", "nz", "hidden_units", "ntrain"]
-
-
-class MissingRunError(FileNotFoundError):
-    """A figure or report needs a run directory that has not been trained."""
-
-
-def run_identity(run_dir: Path) -> dict:
-    config_path = run_dir / "config.json"
-    if not config_path.is_file():
-        raise MissingRunError(f"{config_path} not found: train this run first (`dvc repro`)")
-    config = json.loads(config_path.read_text())
-    return {
-        "run": run_dir.name,
-        "experiment": config["experiment"],
-        "dataset": config["dataset"],
-        "algorithm": config["algorithm"],
-        "nz": int(config["z_dim"]),
-        "hidden_units": int(config["hidden_units"]),
-        # None = the whole training split; the report names MNIST's full split 50,000 as the paper does
-        "ntrain": int(config["ntrain"]) if config.get("ntrain") is not None else None,
-    }
-
-
-def run_directories(runs_root: Path, experiment: str) -> list[Path]:
-    root = Path(runs_root) / experiment
-    return sorted(p for p in root.iterdir() if (p / "config.json").is_file()) if root.is_dir() else []
+from .run_directory import (CURVE_FILE, FINAL_FILE, MARGINAL_LIKELIHOOD_FILE, MissingRunError, run_directories,
+                            run_identity)
 
 
 def load_curves(runs_root: Path, experiment: str) -> pd.DataFrame:
     """Every ``curve.csv`` of an experiment, stacked, with the run identity on each row."""
     frames = []
     for run_dir in run_directories(runs_root, experiment):
-        if not (run_dir / "curve.csv").is_file():
-            raise MissingRunError(f"{run_dir / 'curve.csv'} not found: the run did not finish (`dvc repro`)")
-        frame = pd.read_csv(run_dir / "curve.csv")
+        if not (run_dir / CURVE_FILE).is_file():
+            raise MissingRunError(f"{run_dir / CURVE_FILE} not found: the run did not finish (`dvc repro`)")
+        frame = pd.read_csv(run_dir / CURVE_FILE)
         frames.append(frame.assign(**run_identity(run_dir)))
     if not frames:
         raise MissingRunError(f"no trained runs under {Path(runs_root) / experiment}: run `dvc repro` first")
@@ -57,7 +32,7 @@ def load_finals(runs_root: Path, experiment: str) -> pd.DataFrame:
     """One row per run: its identity and the contents of ``final.json`` (wall times, throughput)."""
     rows = []
     for run_dir in run_directories(runs_root, experiment):
-        final_path = run_dir / "final.json"
+        final_path = run_dir / FINAL_FILE
         if not final_path.is_file():
             raise MissingRunError(f"{final_path} not found: the run did not finish (`dvc repro`)")
         final = json.loads(final_path.read_text())
@@ -71,7 +46,7 @@ def load_marginal_likelihoods(runs_root: Path, experiment: str = "fig3") -> pd.D
     """Every ``marginal_likelihood.csv`` of an experiment (Figure 3's y-axis), with run identity."""
     frames = []
     for run_dir in run_directories(runs_root, experiment):
-        path = run_dir / "marginal_likelihood.csv"
+        path = run_dir / MARGINAL_LIKELIHOOD_FILE
         if not path.is_file():
             raise MissingRunError(f"{path} not found: run `vaebench evaluate marginal-likelihood --run {run_dir}`")
         frame = pd.read_csv(path).drop(columns=["run", "algorithm", "ntrain"], errors="ignore")
@@ -79,11 +54,3 @@ def load_marginal_likelihoods(runs_root: Path, experiment: str = "fig3") -> pd.D
     if not frames:
         raise MissingRunError(f"no trained runs under {Path(runs_root) / experiment}: run `dvc repro` first")
     return pd.concat(frames, ignore_index=True)
-
-
-def final_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint at the end of a run's budget (the newest one)."""
-    paths = sorted((Path(run_dir) / "checkpoints").glob("samples_*.pt"))
-    if not paths:
-        raise MissingRunError(f"{Path(run_dir) / 'checkpoints'} holds no checkpoints: train the run first")
-    return paths[-1]

@@ -1,8 +1,8 @@
-"""The training loop: one run directory per configuration (DESIGN.md "File contracts").
+"""The training stage: one run directory per configuration (:mod:`pipeline.run_directory`).
 
-``runs/<experiment>/<run-id>/`` holds ``config.json`` (the resolved configuration),
-``curve.csv`` (tidy: samples_seen, wall_seconds, split, metric, value), ``checkpoints/`` (at fixed
-sample counts, written atomically) and ``final.json``.
+A run writes ``config.json`` (the resolved configuration), ``curve.csv`` (tidy: samples_seen,
+wall_seconds, split, metric, value), ``checkpoints/`` (at fixed sample counts, written
+atomically) and ``final.json``.
 
 Choices a reader should know about:
 - The curve's x-axis is the number of training samples evaluated (Figure 2); evaluations fall on
@@ -10,7 +10,8 @@ Choices a reader should know about:
 - The plotted bound is estimator B with L = 1 on a fixed evaluation subset: the first
   ``eval_train_points`` training points and the first ``eval_test_points`` test points.
 - Resuming: a run directory with checkpoints and no ``final.json`` was interrupted. The newest
-  checkpoint whose fingerprint (configuration + the method's source code) matches is loaded,
+  checkpoint whose fingerprint (the configuration, and the source of every module the training
+  stage imports, :mod:`pipeline.code_dependencies`) matches is loaded,
   including the RNG state and the curve so far, so the resumed run produces the same numbers as an
   uninterrupted one. Anything else (a finished run, another configuration) starts afresh.
 - A NaN or inf objective stops the run with an error naming the last good checkpoint, which is
@@ -22,23 +23,22 @@ import hashlib
 import math
 import shutil
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import torch
 from tqdm import tqdm
 
-import vae_core
 from baselines import MonteCarloEM, WakeSleep
-from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
-from vae_core.training import select_step_size, train_steps
+from vae_core import AEVB, NonFiniteLossError, OptimizerConfig
+from vae_core.training import select_step_size
 
-from .prepared_data import PIXEL_SCALE, load_prepared
+from .code_dependencies import source_fingerprint
 from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
-from .run_config import RunConfig, dataset_spec
+from .run_config import RunConfig
+from .run_directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, CorruptRunError, RunData,
+                            build_model, checkpoint_path, load_checkpoint, load_run_data)
 
 CURVE_COLUMNS = ["samples_seen", "wall_seconds", "split", "metric", "value"]
 PROGRESS_CHUNK_STEPS = 200
@@ -46,13 +46,6 @@ PROGRESS_CHUNK_STEPS = 200
 
 class TrainingDivergedError(RuntimeError):
     """The objective became non-finite; the message names the last good checkpoint."""
-
-
-@dataclass
-class RunData:
-    train: torch.Tensor  # (Ntrain, D) float32 intensities, on the run's device
-    eval_train: torch.Tensor
-    eval_test: torch.Tensor
 
 
 def evaluation_schedule(first: int, total: int, per_decade: int, batch_size: int) -> list[int]:
@@ -72,57 +65,15 @@ def checkpoint_schedule(every: int, total: int, batch_size: int) -> list[int]:
     return sorted(set(range(step, total, step)) | {total})
 
 
-def source_fingerprint() -> str:
-    """sha256 over the method's source files, so a checkpoint is never resumed by other code."""
-    digest = hashlib.sha256()
-    roots = [Path(vae_core.__file__).parent, Path(__file__).parent.parent / "baselines"]
-    for root in roots:
-        for path in sorted(root.glob("*.py")):
-            digest.update(path.name.encode())
-            digest.update(path.read_bytes())
-    digest.update(Path(__file__).read_bytes())
-    return digest.hexdigest()
-
-
-def load_run_data(config: RunConfig, prepared_dir: str | Path, device: torch.device) -> RunData:
-    """Training set and evaluation subsets as float32 tensors on ``device`` (pixel / 256)."""
-    arrays = load_prepared(config.prepared_file, prepared_dir)
-
-    def to_tensor(images: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(images.astype(np.float32) / np.float32(PIXEL_SCALE)).to(device)
-
-    train = to_tensor(arrays["train_x"])
-    expected_dim = dataset_spec(config.dataset).x_dim
-    if train.shape[1] != expected_dim:
-        raise ValueError(
-            f"{config.prepared_file}.npz has {train.shape[1]} values per datapoint, expected "
-            f"{expected_dim}; re-run `vaebench data prepare`"
-        )
-    if config.ntrain is not None and train.shape[0] != config.ntrain:
-        raise ValueError(
-            f"{config.prepared_file}.npz holds {train.shape[0]} training points, expected "
-            f"Ntrain = {config.ntrain}"
-        )
-    eval_train = train[: config.eval_train_points]
-    eval_test = to_tensor(arrays["test_x"][: config.eval_test_points])
-    if config.binarize == "dynamic":
-        # A fixed binarization of the evaluation sets (its own generator, so the training RNG
-        # stream is untouched); training minibatches are re-binarized at every step.
-        generator = torch.Generator().manual_seed(config.seed + 1)
-        eval_train = torch.bernoulli(eval_train.cpu(), generator=generator).to(device)
-        eval_test = torch.bernoulli(eval_test.cpu(), generator=generator).to(device)
-    return RunData(train, eval_train, eval_test)
+# The module whose import closure is the training code (pipeline.code_dependencies): dvc.yaml's
+# training stages depend on it, and a checkpoint resumes only under the same code.
+TRAINING_MODULES = ("pipeline.train",)
 
 
 def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: torch.device):
     """A freshly initialized algorithm for ``config`` (consumes the global RNG for the init)."""
-    spec = dataset_spec(config.dataset)
-    model = VariationalAutoEncoder(
-        ModelConfig(spec.x_dim, config.z_dim, config.hidden_units, spec.decoder, config.init_std)
-    ).to(device)
-    optimizer = OptimizerConfig(
-        step_size, config.weight_prior_std, config.warmup_steps, config.adagrad_eps
-    )
+    model = build_model(config, device)
+    optimizer = OptimizerConfig(step_size, config.weight_prior_std, config.warmup_steps, config.adagrad_eps)
     if config.algorithm == "aevb":
         return AEVB(model, n_train, optimizer, config.estimator, config.samples_per_datapoint)
     if config.algorithm == "wake_sleep":
@@ -132,18 +83,19 @@ def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: t
     raise ValueError(f"unknown algorithm {config.algorithm!r}")
 
 
-def checkpoint_path(run_dir: Path, samples_seen: int) -> Path:
-    return run_dir / "checkpoints" / f"samples_{samples_seen:012d}.pt"
+def run_fingerprint(config: RunConfig) -> str:
+    """What a checkpoint must match to be resumed: the configuration and the training code."""
+    return hashlib.sha256((config.fingerprint() + source_fingerprint(TRAINING_MODULES)).encode()).hexdigest()
 
 
 def find_resumable_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
-    """The newest checkpoint of an interrupted run with the same fingerprint, or None."""
-    if (run_dir / "final.json").exists():
+    """The newest readable checkpoint of an interrupted run with the same fingerprint, or None."""
+    if (run_dir / FINAL_FILE).exists() or not (run_dir / CHECKPOINTS_DIR).is_dir():
         return None
-    for path in sorted((run_dir / "checkpoints").glob("samples_*.pt"), reverse=True):
+    for path in sorted((run_dir / CHECKPOINTS_DIR).glob("samples_*.pt"), reverse=True):
         try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception:  # an unreadable checkpoint is skipped, not trusted
+            state = load_checkpoint(path)
+        except CorruptRunError:  # an unreadable checkpoint is skipped, not trusted
             continue
         if state.get("fingerprint") == fingerprint:
             state["path"] = str(path)
@@ -173,8 +125,7 @@ def evaluation_rows(algorithm, data: RunData, samples_seen: int, wall_seconds: f
         if value is not None:
             rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": split,
                          "metric": "lower_bound", "value": value})
-    extra = getattr(algorithm, "extra_metrics", None)
-    for metric, value in (extra() if extra else {}).items():
+    for metric, value in algorithm.extra_metrics().items():
         rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": "train",
                      "metric": metric, "value": value})
     return rows
@@ -182,7 +133,7 @@ def evaluation_rows(algorithm, data: RunData, samples_seen: int, wall_seconds: f
 
 def write_curve(run_dir: Path, rows: list[dict]) -> None:
     frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    write_atomically(run_dir / "curve.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    write_atomically(run_dir / CURVE_FILE, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def run_training(
@@ -200,7 +151,7 @@ def run_training(
     """
     run_dir = Path(run_dir)
     device = resolve_device(config.device)
-    fingerprint = hashlib.sha256((config.fingerprint() + source_fingerprint()).encode()).hexdigest()
+    fingerprint = run_fingerprint(config)
     data = load_run_data(config, prepared_dir, device)
     n_train = data.train.shape[0]
     M = config.minibatch_size
@@ -212,11 +163,11 @@ def run_training(
         leftover.unlink()
     state = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
     if state is None:
-        for stale in ("checkpoints", "curve.csv", "final.json"):
+        for stale in (CHECKPOINTS_DIR, CURVE_FILE, FINAL_FILE):
             target = run_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
     write_json(
-        run_dir / "config.json",
+        run_dir / CONFIG_FILE,
         {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
          "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points},
     )
@@ -265,7 +216,7 @@ def run_training(
                 steps = min(PROGRESS_CHUNK_STEPS, (event - samples_seen) // M)
                 start = time.perf_counter()
                 try:
-                    last = train_steps(algorithm, data.train, steps, M, binarize)
+                    last = algorithm.train_steps(data.train, steps, M, binarize)
                 except NonFiniteLossError as err:
                     raise TrainingDivergedError(
                         f"run {run_dir} diverged between {samples_seen} and {samples_seen + steps * M} "
@@ -310,7 +261,7 @@ def run_training(
         "training_samples_per_second": round(samples_seen / train_seconds, 1) if train_seconds else None,
         "device": str(device),
         "resumed_from": resumed_from,
-        "final_metrics": getattr(algorithm, "extra_metrics", dict)(),
+        "final_metrics": algorithm.extra_metrics(),
     }
-    write_json(run_dir / "final.json", final)
+    write_json(run_dir / FINAL_FILE, final)
     return final

@@ -18,7 +18,6 @@ from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, ModelConfig, NonFiniteLossError, OptimizerConfig, VariationalAutoEncoder
 from vae_core.estimators import average_lower_bound
 from vae_core.networks import diagonal_gaussian
-from vae_core.training import train_steps
 
 X_DIM, Z_DIM, NOISE_STD, N = 4, 2, 0.3, 400
 TRUE_WEIGHT = torch.tensor([[1.5, 0.0], [0.5, -1.0], [0.0, 2.0], [-1.0, 0.5]], dtype=torch.float64)
@@ -91,7 +90,7 @@ def test_baselines_raise_the_exact_log_likelihood(algorithm_class, steps):
     before = exact_average_log_likelihood(model.decoder, x)
     algorithm = algorithm_class(model, N, OptimizerConfig(0.1, warmup_steps=10))
     torch.manual_seed(2)
-    train_steps(algorithm, x, steps, 50)
+    algorithm.train_steps(x, steps, 50)
     after = exact_average_log_likelihood(model.decoder, x)
     optimum = MultivariateNormal(x.mean(0), torch.cov(x.T, correction=0)).log_prob(x).mean().item()
     # before ~ -52, optimum ~ -4.7 nats per datapoint (the best Gaussian, an upper bound for this
@@ -105,7 +104,7 @@ def test_mcem_leaves_the_encoder_untouched():
     model = make_model()
     encoder_before = copy.deepcopy(model.encoder.state_dict())
     algorithm = MonteCarloEM(model, 100, OptimizerConfig(0.1, warmup_steps=0), batch_size=20)
-    train_steps(algorithm, x, 10, 20)
+    algorithm.train_steps(x, 10, 20)
     assert all(torch.equal(v, model.encoder.state_dict()[k]) for k, v in encoder_before.items())
     assert all(p.grad is None for p in model.encoder.parameters())
     assert algorithm.evaluate_lower_bound(x) is None
@@ -171,12 +170,12 @@ def test_mcem_samples_the_exact_posterior_of_each_datapoint():
     algorithm = MonteCarloEM(make_model(TRUE_WEIGHT, TRUE_BIAS), n, OptimizerConfig(0.1), updates_per_batch=0,
                              batch_size=100)
     torch.manual_seed(7)
-    train_steps(algorithm, x, 300, 100)  # ~60 visits per chain: tuned and mixed
+    algorithm.train_steps(x, 300, 100)  # ~60 visits per chain: tuned and mixed
     mean, cov = exact_posterior(TRUE_WEIGHT, TRUE_BIAS, x)
     whitening = torch.linalg.cholesky(torch.linalg.inv(cov))
     residuals = []
     for _ in range(5):  # a few snapshots one epoch apart, averaged
-        train_steps(algorithm, x, 5, 100)
+        algorithm.train_steps(x, 5, 100)
         residuals.append((algorithm.chains - mean) @ whitening)
     residuals = torch.cat(residuals)
     # Snapshots of one chain are correlated, so judge with the error of a single snapshot (n points).
@@ -200,9 +199,9 @@ def test_mcem_moves_only_the_minibatch_chains_and_reaches_the_target_acceptance(
     assert algorithm.visits[20] == 1 and algorithm.visits[outside].sum() == 0  # one write per chain
 
     torch.manual_seed(3)
-    train_steps(algorithm, x, 300, 50)  # every chain visited ~40 times: its step size has adapted
+    algorithm.train_steps(x, 300, 50)  # every chain visited ~40 times: its step size has adapted
     algorithm.accepted_total, algorithm.proposals_total = 0.0, 0
-    train_steps(algorithm, x, 100, 50)
+    algorithm.train_steps(x, 100, 50)
     assert abs(algorithm.acceptance_rate - 0.9) < 0.04, algorithm.acceptance_rate
     metrics = algorithm.extra_metrics()
     assert set(metrics) == {"hmc_acceptance_rate", "hmc_recent_acceptance_rate", "hmc_median_step_size"}
@@ -225,7 +224,7 @@ def test_mcem_starts_a_new_chain_from_the_population_step_size():
     assert (algorithm.step_sizes[new] == 1.0).all() and (algorithm.visits[new] == 0).all()
     algorithm.step(x[new], new)
     ratio = algorithm.step_sizes[new] / population  # one adaptation away from the population's
-    assert (ratio <= 1.25 + 1e-9).all() and (ratio >= math.exp(-algorithm.adapt_gain * 0.9) - 1e-9).all()
+    assert (ratio <= 1.25 + 1e-9).all() and (ratio >= math.exp(-algorithm.adaptation.gain * 0.9) - 1e-9).all()
 
 
 def test_mcem_needs_the_batch_indices_and_stops_on_non_finite_data():
@@ -261,17 +260,17 @@ def test_state_dict_round_trip_continues_identically(algorithm_class):
     x = torch.rand(300, 12, generator=torch.Generator().manual_seed(0))
     original = build(algorithm_class, 0)
     torch.manual_seed(5)
-    train_steps(original, x, 15, 20)
+    original.train_steps(x, 15, 20)
     buffer = io.BytesIO()
     torch.save(original.state_dict(), buffer)
     rng = torch.get_rng_state()
-    train_steps(original, x, 15, 20)
+    original.train_steps(x, 15, 20)
 
     resumed = build(algorithm_class, 9)  # a different initialization, overwritten by the load
     buffer.seek(0)
     resumed.load_state_dict(torch.load(buffer, weights_only=False))
     torch.set_rng_state(rng)
-    train_steps(resumed, x, 15, 20)
+    resumed.train_steps(x, 15, 20)
     for (name, a), b in zip(original.model.state_dict().items(), resumed.model.state_dict().values()):
         assert torch.equal(a, b), name
     if algorithm_class is MonteCarloEM:

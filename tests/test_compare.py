@@ -178,7 +178,7 @@ def test_the_paper_side_is_read_at_the_other_sides_budget():
             "fig2/mnist/nz3/aevb/test_lb": -160.0, "fig2/mnist/nz3/aevb/samples": 1_000_000,
             "fig3/ntrain1000/aevb/test_ml": -140.0, "fig3/ntrain1000/aevb/samples": 5_000_000}
     paper = paper_metrics(ours, reference)
-    assert paper["fig2/mnist/nz20/aevb/test_lb"] == pytest.approx(-124.2, abs=0.3)  # SPEC.md section 9
+    assert paper["fig2/mnist/nz20/aevb/test_lb"] == pytest.approx(-124.2, abs=0.3)  # docs/protocol.md, section 9
     assert "fig2/mnist/nz3/aevb/test_lb" not in paper  # off the paper's axes at 10^6
     assert paper["fig3/ntrain1000/aevb/test_ml"] == pytest.approx(-143.2, abs=0.3)
 

@@ -43,10 +43,10 @@ def leftovers(raw_dir):
 def test_a_good_mirror_verifies_and_lands(tmp_path):
     source = fake_source()
     good = mirror_with(tmp_path, "good", PAYLOAD)
-    result = fetch_verified(source, tmp_path / "raw", [good], timeout=1)
+    result = fetch_verified(source, tmp_path / "raw", [good], timeout=1, deadline=10)
     assert (tmp_path / "raw" / "tiny.bin").read_bytes() == PAYLOAD
     assert result["source"].startswith(good) and leftovers(tmp_path / "raw") == ["tiny.bin"]
-    again = fetch_verified(source, tmp_path / "raw", [], timeout=1)
+    again = fetch_verified(source, tmp_path / "raw", [], timeout=1, deadline=10)
     assert again["source"] == "already present"
 
 
@@ -58,7 +58,7 @@ def test_a_bad_file_is_refused_with_a_clear_message_and_nothing_left(tmp_path, c
     source = fake_source()
     bad = mirror_with(tmp_path, "bad", content)
     with pytest.raises(DataDownloadError) as info:
-        fetch_verified(source, tmp_path / "raw", [bad], timeout=1)
+        fetch_verified(source, tmp_path / "raw", [bad], timeout=1, deadline=10)
     message = str(info.value)
     assert "tiny.bin" in message and source.sha256 in message
     assert hashlib.sha256(content).hexdigest() in message and kind in message
@@ -70,7 +70,7 @@ def test_no_source_at_all_fails_fast_naming_every_source(tmp_path):
     source = fake_source(urls=("http://127.0.0.1:9/tiny.bin",))
     start = time.perf_counter()
     with pytest.raises(DataDownloadError) as info:
-        fetch_verified(source, tmp_path / "raw", [str(tmp_path / "nowhere")], timeout=2)
+        fetch_verified(source, tmp_path / "raw", [str(tmp_path / "nowhere")], timeout=2, deadline=10)
     assert time.perf_counter() - start < 10
     message = str(info.value)
     assert str(tmp_path / "nowhere") in message and "http://127.0.0.1:9/tiny.bin" in message
@@ -81,7 +81,7 @@ def test_first_source_bad_second_good(tmp_path):
     source = fake_source()
     bad = mirror_with(tmp_path, "bad", b"nonsense")
     good = mirror_with(tmp_path, "good", PAYLOAD)
-    result = fetch_verified(source, tmp_path / "raw", [bad, good], timeout=1)
+    result = fetch_verified(source, tmp_path / "raw", [bad, good], timeout=1, deadline=10)
     assert result["source"].startswith(good)
     assert leftovers(tmp_path / "raw") == ["tiny.bin"]
 
@@ -91,7 +91,7 @@ def test_a_corrupt_existing_file_is_replaced(tmp_path):
     raw = tmp_path / "raw"
     raw.mkdir()
     (raw / "tiny.bin").write_bytes(b"corrupted earlier")
-    fetch_verified(source, raw, [mirror_with(tmp_path, "good", PAYLOAD)], timeout=1)
+    fetch_verified(source, raw, [mirror_with(tmp_path, "good", PAYLOAD)], timeout=1, deadline=10)
     assert (raw / "tiny.bin").read_bytes() == PAYLOAD and leftovers(raw) == ["tiny.bin"]
 
 
@@ -101,7 +101,7 @@ def test_a_corrupt_existing_file_is_kept_aside_when_nothing_verifies(tmp_path):
     raw.mkdir()
     (raw / "tiny.bin").write_bytes(b"corrupted earlier")
     with pytest.raises(DataDownloadError, match="moved to tiny.bin.corrupt"):
-        fetch_verified(source, raw, [], timeout=1)
+        fetch_verified(source, raw, [], timeout=1, deadline=10)
     assert leftovers(raw) == ["tiny.bin.corrupt"]
 
 
@@ -119,7 +119,7 @@ def test_a_mirror_list_keeps_urls_with_ports_whole():
 def test_file_url_mirror(tmp_path):
     source = fake_source()
     folder = mirror_with(tmp_path, "m", PAYLOAD)
-    fetch_verified(source, tmp_path / "raw", [Path(folder).as_uri()], timeout=1)
+    fetch_verified(source, tmp_path / "raw", [Path(folder).as_uri()], timeout=1, deadline=10)
     assert (tmp_path / "raw" / "tiny.bin").read_bytes() == PAYLOAD
 
 
@@ -183,7 +183,7 @@ def real_prepared(tmp_path_factory):
     if not (SHARED_DATA / "mnist.pkl.gz").exists():
         pytest.skip(f"no data mirror at {SHARED_DATA}")
     root = tmp_path_factory.mktemp("real")
-    download_all(root / "raw", [str(SHARED_DATA)], timeout_seconds=2)
+    download_all(root / "raw", [str(SHARED_DATA)], timeout_seconds=2, deadline_seconds=60)
     prepare_all(root / "raw", root / "prepared", 1000, 1600, 20131220)
     return root
 
@@ -204,15 +204,30 @@ def test_prepare_on_the_real_files(real_prepared):
 
 def test_prepare_writes_the_same_bytes_every_time(real_prepared, tmp_path):
     time.sleep(2.1)  # zip timestamps have a 2-second resolution: a clock-stamped archive would differ
+    (tmp_path / "notes.txt").write_text("not prepare's\n")  # into an existing folder: others' files stay
     prepare_all(real_prepared / "raw", tmp_path, 1000, 1600, 20131220)
     for name in ("mnist.npz", "mnist_ntrain1000.npz", "frey_face.npz", "datasets.json"):
         assert (tmp_path / name).read_bytes() == (real_prepared / "prepared" / name).read_bytes(), name
+    assert (tmp_path / "notes.txt").read_text() == "not prepare's\n"
+
+
+# The training results depend on these bytes (and dvc.lock records them): a change is deliberate.
+PREPARED_SHA256 = {
+    "mnist.npz": "9c1b92d1ec4c73b608debfbe9eb82fe3007b4073ac6417a8e7edcaf6a3146edd",
+    "mnist_ntrain1000.npz": "00d4ee7c1965986b6bd82b3db5cafda460ad0851058599e50a3bc4ad158ac5a9",
+    "frey_face.npz": "45ea615baf28ee8076e581359cc91f8e1e081d564c04618eeaa274c4893e59ac",
+}
+
+
+def test_the_prepared_files_keep_their_bytes(real_prepared):
+    for name, expected in PREPARED_SHA256.items():
+        assert hashlib.sha256((real_prepared / "prepared" / name).read_bytes()).hexdigest() == expected, name
 
 
 def test_cli_download_reports_a_clear_error_without_traceback(tmp_path):
     params = tmp_path / "params.yaml"
-    params.write_text("data: {raw_dir: %s, mirrors: [%s], download_timeout_seconds: 1}\n"
-                      % (tmp_path / "raw", tmp_path / "empty"))
+    params.write_text("data: {raw_dir: %s, mirrors: [%s], download_timeout_seconds: 1,"
+                      " download_deadline_seconds: 5}\n" % (tmp_path / "raw", tmp_path / "empty"))
     result = CliRunner(env={"VAEBENCH_DATA_MIRRORS": ""}).invoke(
         main, ["data", "download", "--params", str(params)])
     assert result.exit_code == 1 and "could not obtain a verified copy" in result.output

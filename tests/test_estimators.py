@@ -79,7 +79,7 @@ def test_gaussian_decoder_log_density_matches_scipy():
         ours = decoder(z).log_prob(x).numpy()
         h = np.tanh(z.numpy() @ decoder.hidden.weight.numpy().T + decoder.hidden.bias.numpy())
         out = h @ decoder.heads.weight.numpy().T + decoder.heads.bias.numpy()
-    mean = 1 / (1 + np.exp(-out[:, :5]))  # sigmoid mean (SPEC.md section 1)
+    mean = 1 / (1 + np.exp(-out[:, :5]))  # sigmoid mean (docs/protocol.md, section 1)
     std = np.exp(0.5 * out[:, 5:])
     expected = stats.norm.logpdf(x.numpy(), loc=mean, scale=std).sum(-1)
     np.testing.assert_allclose(ours, expected, rtol=1e-10)

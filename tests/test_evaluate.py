@@ -10,12 +10,13 @@ from click.testing import CliRunner
 
 from pipeline import evaluate as evaluate_module
 from pipeline.cli import main
-from pipeline.evaluate import COLUMNS, EvaluationError, evaluate_run, settings_from_params
+from pipeline.evaluate import COLUMNS, evaluate_run, settings_from_params
 from pipeline.params import ParamsError, load_params
+from pipeline.run_directory import MissingRunError
 from pipeline.run_config import build_run_config
 from pipeline.train import run_training
 
-from .conftest import REPO
+from .conftest import REPO, write_prepared
 
 
 @pytest.fixture(scope="module")
@@ -24,10 +25,9 @@ def trained_runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("evaluate")
     rng = np.random.default_rng(0)
     prepared = tmp / "prepared"
-    prepared.mkdir()
     images = (rng.random((500, 784)) < 0.15) * rng.integers(0, 256, (500, 784))
-    np.savez(prepared / "mnist_ntrain300.npz", train_x=images[:300].astype(np.uint8),
-             test_x=images[300:].astype(np.uint8))
+    write_prepared(prepared, "mnist_ntrain300", train_x=images[:300].astype(np.uint8),
+                   test_x=images[300:].astype(np.uint8))
     params = load_params(REPO / "params.yaml")
     params["profile"] = "smoke"
     params["experiments"]["fig3"]["mnist"]["hidden_units"] = 16
@@ -102,7 +102,7 @@ def test_bad_settings_and_missing_runs_are_clear_errors(trained_runs, tmp_path):
     bad["profiles"]["smoke"]["fig3"]["marginal_likelihood"]["cross_checks"] = "sometimes"
     with pytest.raises(ParamsError, match="cross_checks"):
         settings_from_params(bad)
-    with pytest.raises(EvaluationError, match="not a trained run directory"):
+    with pytest.raises(MissingRunError, match="not a trained run directory"):
         evaluate_run(tmp_path, prepared, settings_from_params(params), "cpu", progress=False)
     result = CliRunner().invoke(main, ["evaluate", "marginal-likelihood", "--run", str(tmp_path),
                                        "--params", str(params_path), "--prepared-dir", str(prepared)])

@@ -12,7 +12,6 @@ from vae_core.training import (
     generator_like_global,
     select_step_size,
     train_stacked_steps,
-    train_steps,
 )
 
 DECODERS = [("bernoulli", 784), ("gaussian", 560)]
@@ -30,7 +29,7 @@ def test_hand_derived_gradient_equals_autograd_of_estimator_b(decoder, x_dim, dt
     torch.manual_seed(0)
     models = [model_of(decoder, x_dim).to(dtype) for _ in range(2)]
     references = [copy.deepcopy(m).double() for m in models]
-    engine = StackedAEVB(models, [100, 1000], [0.1, 0.02], OptimizerConfig(0.1))
+    engine = StackedAEVB(models, [100, 1000], [OptimizerConfig(0.1), OptimizerConfig(0.02)])
     x = torch.rand(2, 17, x_dim, dtype=dtype)
     eps = torch.randn(2, 17, 4, dtype=dtype)
     bound = engine.forward_backward(x, eps)
@@ -65,7 +64,7 @@ def test_fused_path_trains_like_the_autograd_path(decoder, x_dim):
         algorithm = AEVB(model_of(decoder, x_dim, init_std=0.01).double(), 300,
                          OptimizerConfig(0.05, warmup_steps=5), fused=fused)
         assert algorithm.fused is fused
-        train_steps(algorithm, x_train, 60, 20)
+        algorithm.train_steps(x_train, 60, 20)
         finals.append({k: v.clone() for k, v in algorithm.model.state_dict().items()})
     for key in finals[0]:
         difference = float((finals[0][key] - finals[1][key]).abs().max())
@@ -99,14 +98,12 @@ def test_a_stacked_run_gives_the_numbers_of_the_same_run_alone(decoder, x_dim, d
     scale itself)."""
     data = torch.rand(500, x_dim, dtype=dtype, generator=torch.Generator().manual_seed(5))
     runs = [(11, 500, 0.02), (12, 200, 0.1), (13, 50, 0.01)]  # seed, Ntrain, step size
-    optimizer = OptimizerConfig(1.0, warmup_steps=4)
-
     alone = []
     for seed, n_train, step_size in runs:
         torch.manual_seed(seed)
         algorithm = AEVB(model_of(decoder, x_dim, init_std=0.01).to(dtype), n_train,
                          OptimizerConfig(step_size, warmup_steps=4))
-        bound = train_steps(algorithm, data[:n_train], 40, batch_size)
+        bound = algorithm.train_steps(data[:n_train], 40, batch_size)
         alone.append((algorithm.model.state_dict(), algorithm.engine.state_dict(0), bound))
 
     models, generators = [], []
@@ -115,7 +112,7 @@ def test_a_stacked_run_gives_the_numbers_of_the_same_run_alone(decoder, x_dim, d
         models.append(model_of(decoder, x_dim, init_std=0.01).to(dtype))
         generators.append(generator_like_global(torch.device("cpu")))
     torch.manual_seed(999)  # the global generator plays no part in a stacked run
-    engine = StackedAEVB(models, [n for _, n, _ in runs], [s for _, _, s in runs], optimizer)
+    engine = StackedAEVB(models, [n for _, n, _ in runs], [OptimizerConfig(s, warmup_steps=4) for _, _, s in runs])
     bounds = train_stacked_steps(engine, [data[:n] for _, n, _ in runs], generators, 40, batch_size)
 
     for r, (state, adagrad, bound) in enumerate(alone):
@@ -145,7 +142,7 @@ def test_the_stacked_step_size_trial_scores_like_candidates_trained_one_by_one()
     for step_size in (0.01, 0.02, 0.1):
         torch.manual_seed(5)
         algorithm = build(step_size)
-        train_steps(algorithm, data, 30, 20)
+        algorithm.train_steps(data, 30, 20)
         one_by_one[step_size] = algorithm.trial_score(x_eval)
     assert scores.keys() == one_by_one.keys()
     for step_size in scores:
@@ -160,7 +157,7 @@ def test_a_diverging_stacked_run_is_frozen_and_the_others_go_on():
         torch.manual_seed(1)
         models.append(model_of("bernoulli", 784, init_std=0.01))
         generators.append(generator_like_global(torch.device("cpu")))
-    engine = StackedAEVB(models, [200, 200], [0.05, 0.05], OptimizerConfig(0.05, warmup_steps=0))
+    engine = StackedAEVB(models, [200, 200], [OptimizerConfig(0.05, warmup_steps=0)] * 2)
     with torch.no_grad():
         engine.weights[0][1].fill_(math.nan)  # run 1's encoder is broken
     with pytest.raises(Exception, match="stacked run 1"):
@@ -177,7 +174,7 @@ def test_models_stay_views_of_the_stack_through_checkpoints():
     model = model_of("bernoulli", 784)
     algorithm = AEVB(model, 100, OptimizerConfig(0.1, warmup_steps=0))
     state = copy.deepcopy(algorithm.state_dict())
-    train_steps(algorithm, torch.rand(100, 784), 3, 10)
+    algorithm.train_steps(torch.rand(100, 784), 3, 10)
     algorithm.load_state_dict(state)  # back to the start
     assert torch.equal(algorithm.engine.weights[0][0], model.encoder.hidden.weight)
     assert torch.equal(model.encoder.hidden.weight, state["model"]["encoder.hidden.weight"])

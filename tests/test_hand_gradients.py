@@ -4,7 +4,6 @@ import torch
 
 from baselines import MonteCarloEM, WakeSleep
 from vae_core import OptimizerConfig
-from vae_core.training import train_steps
 
 from vae_core import ModelConfig, VariationalAutoEncoder
 from vae_core.hmc import hmc_step
@@ -96,7 +95,7 @@ def test_the_baselines_train_the_same_with_hand_gradients_as_with_autograd(algor
         model = VariationalAutoEncoder(ModelConfig(x_dim, 3, 30, decoder, init_std=0.05)).double()
         trained = algorithm(model, 200, OptimizerConfig(0.02, warmup_steps=3), hand_gradients=hand)
         assert trained.hand_gradients is hand
-        train_steps(trained, x, 25, 20)
+        trained.train_steps(x, 25, 20)
         finals.append(model.state_dict())
     for key in finals[0]:
         assert torch.allclose(finals[0][key], finals[1][key], rtol=1e-7, atol=1e-10), key

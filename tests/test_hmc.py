@@ -12,8 +12,7 @@ from torch.distributions import MultivariateNormal, Normal
 
 from vae_core import ModelConfig, VariationalAutoEncoder
 from vae_core.hmc import (
-    adapt_step_size,
-    adapt_step_size_to_mean,
+    StepSizeAdaptation,
     authors_adapt_factor,
     hmc_sample,
     hmc_step,
@@ -46,11 +45,14 @@ def chain_averaged(statistic: torch.Tensor):
     return per_chain.mean(0), per_chain.std(0) / math.sqrt(per_chain.shape[0])
 
 
-def quadratic_potential():
-    grad = lambda z: -(z - MEAN) @ PRECISION  # noqa: E731  gradient of log N(MEAN, COV)
-    energy = lambda z, p: (0.5 * ((z - MEAN) @ PRECISION * (z - MEAN)).sum(-1)  # noqa: E731
-                           + 0.5 * p.pow(2).sum(-1))
-    return grad, energy
+def quadratic_energy(z, p):
+    """H(z, p) for the target N(MEAN, COV): -log p(z) (up to a constant) + |p|^2 / 2."""
+    return 0.5 * ((z - MEAN) @ PRECISION * (z - MEAN)).sum(-1) + 0.5 * p.pow(2).sum(-1)
+
+
+def trajectory(z, p, step, n):
+    """(z, momentum) at the end of ``n`` leapfrog steps on the Gaussian target."""
+    return leapfrog(gaussian_target(), z, p, step, n)[:2]
 
 
 @pytest.mark.parametrize("target_accept", [0.9, 0.65])
@@ -59,7 +61,8 @@ def test_hmc_recovers_a_correlated_gaussian_and_hits_the_target_acceptance(targe
     chains, kept = 2000, 200
     # All chains start at one point 2.5 standard deviations from the mean: burn-in must move them.
     result = hmc_sample(gaussian_target(), torch.zeros(chains, 2, dtype=torch.float64), n_samples=kept,
-                        n_leapfrog=4, step_size=0.05, burn_in=150, target_accept=target_accept)
+                        n_leapfrog=4, step_size=0.05, burn_in=150,
+                        adaptation=StepSizeAdaptation("robbins_monro", target_accept))
     assert result.samples.shape == (kept, chains, 2) and result.log_prob.shape == (kept, chains)
     torch.testing.assert_close(result.log_prob, gaussian_target()(result.samples))
 
@@ -83,7 +86,7 @@ def test_the_metropolis_correction_makes_a_coarse_integrator_exact():
     log_prob = lambda z: target.log_prob(z).sum(-1)  # noqa: E731
     start = torch.randn(chains, 1, dtype=torch.float64)  # a stationary start
     result = hmc_sample(log_prob, start, n_samples=kept, n_leapfrog=1, step_size=eps, burn_in=20,
-                        adapt_during_burn_in=False)
+                        adaptation=None)
     assert torch.all(result.step_size == eps)
     second_moment, se = chain_averaged(result.samples.pow(2))
     assert abs(second_moment.item() - 1.0) < Z_SCORE * se.item(), (second_moment, se)
@@ -91,34 +94,46 @@ def test_the_metropolis_correction_makes_a_coarse_integrator_exact():
 
 
 def test_leapfrog_is_reversible_and_nearly_conserves_energy():
-    grad, energy = quadratic_potential()
     torch.manual_seed(1)
     z0, p0 = torch.randn(50, 2, dtype=torch.float64), torch.randn(50, 2, dtype=torch.float64)
-    z1, p1 = leapfrog(z0, p0, grad, 0.1, 25)
+    z1, p1 = trajectory(z0, p0, 0.1, 25)
     assert (z1 - z0).abs().max() > 0.5  # it moved
-    z_back, p_back = leapfrog(z1, -p1, grad, 0.1, 25)
+    z_back, p_back = trajectory(z1, -p1, 0.1, 25)
     torch.testing.assert_close(z_back, z0, rtol=0, atol=1e-10)
     torch.testing.assert_close(-p_back, p0, rtol=0, atol=1e-10)
     errors = []
     for step in (0.1, 0.05):  # the same trajectory length 2.5
-        z, p = leapfrog(z0, p0, grad, step, int(round(2.5 / step)))
-        errors.append((energy(z, p) - energy(z0, p0)).abs().max().item())
+        z, p = trajectory(z0, p0, step, int(round(2.5 / step)))
+        errors.append((quadratic_energy(z, p) - quadratic_energy(z0, p0)).abs().max().item())
     assert errors[0] < 0.05
     assert 3.0 < errors[0] / errors[1] < 5.0, errors  # O(step^2): halving the step quarters it
 
 
+def test_leapfrog_returns_the_density_and_gradient_at_its_end_point_and_reuses_a_given_one():
+    torch.manual_seed(2)
+    z0, p0 = torch.randn(8, 2, dtype=torch.float64), torch.randn(8, 2, dtype=torch.float64)
+    z, p, log_prob, grad = leapfrog(gaussian_target(), z0, p0, 0.1, 6)
+    expected_log_prob, expected_grad = log_prob_and_grad(gaussian_target(), z)
+    torch.testing.assert_close(log_prob, expected_log_prob)
+    torch.testing.assert_close(grad, expected_grad)
+    # a caller's gradient at z0 replaces the first evaluation: a wrong one changes the trajectory
+    same = leapfrog(gaussian_target(), z0, p0, 0.1, 6, grad=log_prob_and_grad(gaussian_target(), z0)[1])
+    torch.testing.assert_close(same[0], z, rtol=0, atol=1e-12)
+    wrong = leapfrog(gaussian_target(), z0, p0, 0.1, 6, grad=torch.zeros_like(z0))
+    assert (wrong[0] - z).abs().max() > 1e-3
+
+
 def test_leapfrog_takes_one_step_size_per_chain():
-    grad, _ = quadratic_potential()
     z0, p0 = torch.randn(6, 2, dtype=torch.float64), torch.randn(6, 2, dtype=torch.float64)
     steps = torch.tensor([0.1, 0.2, 0.1, 0.3, 0.2, 0.1], dtype=torch.float64)
     for shape in ((6,), (6, 1)):
-        z, p = leapfrog(z0, p0, grad, steps.reshape(shape), 7)
+        z, p = trajectory(z0, p0, steps.reshape(shape), 7)
         for c in range(6):
-            z_c, p_c = leapfrog(z0[c:c + 1], p0[c:c + 1], grad, steps[c].item(), 7)
+            z_c, p_c = trajectory(z0[c:c + 1], p0[c:c + 1], steps[c].item(), 7)
             torch.testing.assert_close(z[c:c + 1], z_c, rtol=0, atol=1e-12)
             torch.testing.assert_close(p[c:c + 1], p_c, rtol=0, atol=1e-12)
     with pytest.raises(ValueError):
-        leapfrog(z0, p0, grad, 0.1, 0)
+        trajectory(z0, p0, 0.1, 0)
 
 
 @pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
@@ -135,7 +150,6 @@ def test_the_metropolis_step_rejects_non_finite_proposals(bad):
     assert torch.isfinite(move.logp).all() and torch.isfinite(move.z).all() and torch.isfinite(move.grad).all()
     assert torch.isfinite(move.accept_prob).all() and (move.accept_prob[~move.accepted] < 1).all()
     assert 0.2 < move.accepted.float().mean() < 0.8  # the chains heading left were accepted
-    torch.testing.assert_close(move.log_prob, move.logp)  # the alias
 
 
 def test_hmc_step_reuses_the_given_density_and_gradient():
@@ -177,16 +191,29 @@ def test_hmc_runs_on_a_decoder_posterior_without_touching_the_model():
 
 def test_the_authors_adaptation_rule():
     step = torch.tensor([0.1, 0.1, 0.1])
-    new = adapt_step_size(step, torch.tensor([0.95, 0.5, 0.9]), 0.9, 1.25)
+    new = StepSizeAdaptation("authors", 0.9, factor=1.25).update(step, torch.tensor([0.95, 0.5, 0.9]))
     torch.testing.assert_close(new, torch.tensor([0.125, 0.08, 0.08]))
     assert authors_adapt_factor(100) == 1.25 and authors_adapt_factor(1000) == 1.25
     assert authors_adapt_factor(5) == pytest.approx(1.02**5)
+    assert StepSizeAdaptation.for_minibatches("authors", 0.9, 5).factor == pytest.approx(1.02**5)
 
 
 def test_the_mean_targeting_rule():
     step = torch.tensor([0.1, 0.1, 0.1])
-    new = adapt_step_size_to_mean(step, torch.tensor([1.0, 0.9, 0.0]), 0.9, math.log(1.25) / 0.1)
+    rule = StepSizeAdaptation.for_minibatches("mean", 0.9, 100)  # its largest move up is the authors' factor
+    assert rule.gain == pytest.approx(math.log(1.25) / 0.1)
+    new = rule.update(step, torch.tensor([1.0, 0.9, 0.0]))
     torch.testing.assert_close(new, torch.tensor([0.125, 0.1, 0.1 * 1.25**-9]))
+
+
+def test_the_robbins_monro_rule_takes_smaller_steps_as_burn_in_goes_on():
+    rule = StepSizeAdaptation("robbins_monro", 0.9)
+    step, above = torch.tensor([0.1]), torch.tensor([1.0])
+    moves = [float(rule.update(step, above, t) / step) for t in (0, 9, 99)]
+    assert moves[0] == pytest.approx(math.exp(2.0 * 0.1)) and moves[0] > moves[1] > moves[2] > 1.0
+    assert float(rule.update(step, torch.tensor([0.9]), 5)) == pytest.approx(0.1)  # at the target: no move
+    with pytest.raises(ValueError, match="unknown step-size adaptation rule"):
+        StepSizeAdaptation("median")
 
 
 def test_jittered_sampling_is_still_exact():

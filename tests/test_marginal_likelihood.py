@@ -1,4 +1,4 @@
-"""The marginal-likelihood estimators of Appendix D / SPEC.md section 5 against known answers.
+"""The marginal-likelihood estimators of Appendix D / docs/protocol.md, section 5 against known answers.
 
 - A linear-Gaussian model (tests/test_linear_gaussian.py) has p(x) in closed form: all three
   estimators must find it within their error bars (plus a small slack for the Appendix D

@@ -1,87 +1,106 @@
-"""dvc.yaml: the training and marginal-likelihood stages depend on every vae_core module that the
-vae_core modules they list import.
+"""dvc.yaml's code dependencies and the result fingerprints come from one import graph
+(pipeline/code_dependencies.py), and every stage of dvc.yaml lists exactly what it derives.
 
-A module missing from a stage's deps means DVC would keep that stage's outputs after the module
-changed (vae_core/activations.py, imported by the fused update and the hand-derived gradients,
-was once missing this way). The check follows imports within vae_core from each vae_core file
-or directory a stage lists and requires every module reached to be listed too (or to lie in a
-listed directory). The pipeline/ and baselines/ files a stage lists are chosen by hand (the
-command modules import more than the computation uses), and the estimator-variance, figure and
-report stages, which import vae_core as a package but compute with a few of its modules, are
-not held to the closure.
+A module missing from a stage's deps means DVC keeps that stage's outputs after the module changed
+(vae_core/activations.py was once missing this way); a module listed but not imported re-runs a
+stage for nothing (the figures stage once re-drew on every edit to the training loop).
 """
-import ast
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("vae_core",)
-CHECKED_COMMANDS = ("vaebench train", "vaebench evaluate marginal-likelihood")
+from pipeline.code_dependencies import (
+    PACKAGES,
+    ROOT,
+    STAGE_MODULES,
+    as_dependency_list,
+    command_of,
+    import_closure,
+    imported_files,
+    rewrite_dvc_yaml,
+    source_fingerprint,
+    stage_code_dependencies,
+)
+from pipeline.evaluate import ESTIMATOR_MODULES
+from pipeline.train import TRAINING_MODULES
+
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
 
-def module_file(dotted: str) -> Path | None:
-    path = ROOT.joinpath(*dotted.split("."))
-    if path.with_suffix(".py").exists():
-        return path.with_suffix(".py")
-    if (path / "__init__.py").exists():
-        return path / "__init__.py"
-    return None
+def relative(paths):
+    return {Path(p).relative_to(ROOT).as_posix() for p in paths}
 
 
-def imported_files(source: Path) -> set[Path]:
-    """Files of our packages that ``source`` imports (relative or absolute, module or package)."""
-    package = ".".join(source.relative_to(ROOT).with_suffix("").parts[:-1])
-    found = set()
-    for node in ast.walk(ast.parse(source.read_text())):
-        names = []
-        if isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")[: len(package.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            names = [base] + [f"{base}.{alias.name}" for alias in node.names]
-        elif isinstance(node, ast.Import):
-            names = [alias.name for alias in node.names]
-        for name in names:
-            if name.split(".")[0] in PACKAGES and (path := module_file(name)) is not None:
-                found.add(path)
-    return found
+@pytest.mark.parametrize("name", list(STAGES))
+def test_every_stage_lists_exactly_the_code_it_imports(name):
+    stage = STAGES[name]
+    listed = sorted(dep for dep in stage["deps"] if dep.split("/")[0] in PACKAGES)
+    expected = stage_code_dependencies(command_of(stage["cmd"]))
+    assert listed == expected, (
+        f"stage {name}: dvc.yaml lists {sorted(set(listed) - set(expected))} that it does not import and misses "
+        f"{sorted(set(expected) - set(listed))}; run `python -m pipeline.code_dependencies --write`")
 
 
-def covered(path: Path, deps: list[str]) -> bool:
-    relative = path.relative_to(ROOT).as_posix()
-    return any(relative == dep or relative.startswith(dep.rstrip("/") + "/") for dep in deps)
+def test_rewriting_dvc_yaml_restores_a_removed_dependency_and_keeps_the_rest():
+    text = (ROOT / "dvc.yaml").read_text()
+    broken = text.replace("      - vae_core/activations.py\n", "", 1)
+    assert broken != text
+    assert rewrite_dvc_yaml(broken) == text
+    assert rewrite_dvc_yaml(text) == text
 
 
-def checked_stages():
-    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
-    return [(name, stage) for name, stage in stages.items() if stage["cmd"].startswith(CHECKED_COMMANDS)]
+def test_the_closure_follows_imports_across_packages_and_levels():
+    # fused_aevb imports activations relatively; MCEM imports vae_core.hmc absolutely
+    assert ROOT / "vae_core" / "activations.py" in imported_files(ROOT / "vae_core" / "fused_aevb.py")
+    training = relative(import_closure(TRAINING_MODULES))
+    assert {"vae_core/activations.py", "vae_core/hmc.py", "baselines/mcem.py", "pipeline/run_directory.py"} <= training
+    # a module's own package __init__ is not pulled in by `from vae_core.hmc import ...`
+    assert "vae_core/__init__.py" not in relative(import_closure(("vae_core.hmc",)))
 
 
-@pytest.mark.parametrize("name,stage", checked_stages(), ids=[name for name, _ in checked_stages()])
-def test_a_stage_depends_on_everything_its_code_imports(name, stage):
-    deps = [dep for dep in stage["deps"] if "${" not in dep]
-    sources = [ROOT / dep for dep in deps if dep.endswith(".py") and dep.split("/")[0] in PACKAGES]
-    for dep in deps:
-        if (ROOT / dep).is_dir() and dep.split("/")[0] in PACKAGES:
-            sources += sorted((ROOT / dep).rglob("*.py"))
-    seen, missing = set(), set()
-    while sources:
-        source = sources.pop()
-        if source in seen:
-            continue
-        seen.add(source)
-        for imported in imported_files(source):
-            if not covered(imported, deps):
-                missing.add(imported.relative_to(ROOT).as_posix())
-            sources.append(imported)
-    assert not missing, f"stage {name} imports {sorted(missing)} but does not list them in deps"
+def test_stage_modules_do_not_import_each_other():
+    stage_files = {module: ROOT.joinpath(*module.split(".")).with_suffix(".py")
+                   for modules in STAGE_MODULES.values() for module in modules}
+    for module in stage_files:
+        others = {path for name, path in stage_files.items() if name != module}
+        assert not others & set(import_closure((module,))), f"{module} imports another stage's module"
 
 
-def test_the_check_sees_a_missing_module():
-    deps = ["vae_core/fused_aevb.py"]
-    imported = imported_files(ROOT / "vae_core" / "fused_aevb.py")
-    assert ROOT / "vae_core" / "activations.py" in imported
-    assert not covered(ROOT / "vae_core" / "activations.py", deps)
+def test_the_marginal_likelihood_fingerprint_covers_method_code_only():
+    closure = relative(import_closure(ESTIMATOR_MODULES))
+    assert {"vae_core/marginal_likelihood/protocol.py", "vae_core/hmc.py", "vae_core/hand_gradients.py",
+            "vae_core/decoder_likelihood.py", "vae_core/activations.py"} <= closure
+    assert not any(path.startswith("pipeline/") for path in closure)
+    assert "vae_core/fused_aevb.py" not in closure  # training code does not decide an estimate
+
+
+def test_a_fingerprint_changes_with_any_file_in_its_closure(tmp_path, monkeypatch):
+    import pipeline.code_dependencies as code_dependencies
+
+    copy = tmp_path / "repo"
+    for package in PACKAGES:
+        (copy / package).mkdir(parents=True)
+    for path in import_closure(ESTIMATOR_MODULES):
+        target = copy / path.relative_to(ROOT)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(path.read_bytes())
+    monkeypatch.setattr(code_dependencies, "ROOT", copy)
+    imported_files.cache_clear()
+    before = source_fingerprint(ESTIMATOR_MODULES)
+    hmc = copy / "vae_core" / "hmc.py"
+    hmc.write_text(hmc.read_text() + "\n# an edit\n")
+    imported_files.cache_clear()
+    assert source_fingerprint(ESTIMATOR_MODULES) != before
+    imported_files.cache_clear()
+
+
+def test_a_folder_is_listed_whole_only_when_all_its_files_are_in():
+    baselines = sorted((ROOT / "baselines").glob("*.py"))
+    assert as_dependency_list(baselines) == ["baselines"]
+    assert as_dependency_list(baselines[:1]) == [baselines[0].relative_to(ROOT).as_posix()]
+
+
+def test_every_stage_command_has_a_stage_module():
+    for name, stage in STAGES.items():
+        assert command_of(stage["cmd"]) in STAGE_MODULES, name

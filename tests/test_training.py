@@ -21,11 +21,11 @@ from pipeline.train import (
     evaluation_schedule,
     run_training,
 )
-from vae_core import NonFiniteLossError
+from vae_core import NonFiniteLossError, TrainingAlgorithm
 from vae_core.fused_aevb import StackedAEVB
 from vae_core.training import select_step_size
 
-from .conftest import REPO
+from .conftest import REPO, write_prepared
 
 
 @pytest.fixture
@@ -33,10 +33,8 @@ def tiny_setup(tmp_path):
     """A params file and prepared MNIST-shaped data small enough to train in about a second."""
     rng = np.random.default_rng(0)
     prepared = tmp_path / "prepared"
-    prepared.mkdir()
     images = (rng.random((600, 784)) < 0.2) * rng.integers(0, 256, (600, 784))
-    np.savez(prepared / "mnist.npz", train_x=images[:400].astype(np.uint8),
-             test_x=images[400:].astype(np.uint8))
+    write_prepared(prepared, "mnist", train_x=images[:400].astype(np.uint8), test_x=images[400:].astype(np.uint8))
     params = load_params(REPO / "params.yaml")
     params["profile"] = "smoke"
     params["experiments"]["fig2"]["mnist"]["hidden_units"] = 16
@@ -164,7 +162,7 @@ def test_nan_stops_the_run_and_keeps_the_last_good_checkpoint(tiny_setup, monkey
 
 
 def test_step_size_trial_picks_the_best_and_survives_divergence():
-    class Scripted:
+    class Scripted(TrainingAlgorithm):
         def __init__(self, step_size):
             self.step_size = step_size
 

@@ -1,6 +1,6 @@
 """vae_core: the method of Auto-Encoding Variational Bayes as a library of tensors in, tensors out.
 
-Nothing here touches files, DVC or the command line (see DESIGN.md).
+Nothing here touches files, DVC or the command line (docs/design.md).
 """
 from .aevb import AEVB
 from .optim import OptimizerConfig
@@ -15,7 +15,7 @@ from .estimators import (
 )
 from .model import ModelConfig, VariationalAutoEncoder
 from .networks import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
-from .training import select_step_size, train_steps
+from .training import select_step_size
 
 __all__ = [
     "AEVB",
@@ -34,5 +34,4 @@ __all__ = [
     "GaussianMLPDecoder",
     "GaussianMLPEncoder",
     "select_step_size",
-    "train_steps",
 ]

@@ -5,28 +5,31 @@ estimator (eq. 8) of the SGVB bound, update theta and phi with Adagrad (Section 
 decoder are trained jointly by back-propagating through the reparameterized sample.
 
 Two implementations of the same update:
-- the **fused path** (estimator B, L = 1: the paper's setting, and the default):
-  vae_core.fused_aevb.StackedAEVB with one run, the gradient written out by hand;
-- the **autograd path** (estimator A, or L > 1): the estimator of vae_core.estimators
-  differentiated by autograd, updated by vae_core.optim.WarmupAdagrad.
+- the **fused path** (estimator B, L = 1, the paper's setting and the default, on vae_core's own
+  MLPs): vae_core.fused_aevb.StackedAEVB with one run, the gradient written out by hand;
+- the **autograd path** (estimator A, L > 1, or another model): the estimator of
+  vae_core.estimators differentiated by autograd -- the reference the fused path is tested
+  against -- updated by vae_core.optim.WarmupAdagrad.
 Both draw eps from torch's global generator, once per step, after the minibatch.
 """
 from __future__ import annotations
 
 import torch
 
-from .algorithm import EncoderBoundMixin, check_finite
+from .algorithm import EncoderBoundMixin, TrainingAlgorithm, check_finite
 from .estimators import sgvb_estimator
 from .fused_aevb import StackedAEVB
+from .hand_gradients import has_hand_gradients
 from .model import VariationalAutoEncoder
 from .optim import OptimizerConfig, WarmupAdagrad
+from .training import default_generator, train_stacked_steps
 
 
-class AEVB(EncoderBoundMixin):
+class AEVB(EncoderBoundMixin, TrainingAlgorithm):
     """Algorithm 1 with SGVB estimator A (eq. 6) or B (eq. 7) and L samples per datapoint.
 
-    ``fused=None`` picks the fused path whenever it applies (estimator B, L = 1); ``False``
-    forces autograd (the reference the fused path is tested against).
+    ``fused=None`` picks the fused path whenever it applies (estimator B, L = 1, a model of
+    vae_core's own MLPs); ``False`` forces autograd (the reference the fused path is tested against).
     """
 
     name = "aevb"
@@ -45,14 +48,24 @@ class AEVB(EncoderBoundMixin):
         self.estimator = sgvb_estimator(estimator)
         self.samples_per_datapoint = samples_per_datapoint
         self.optimizer_config = optimizer
-        fusable = estimator == "B" and samples_per_datapoint == 1
+        fusable = estimator == "B" and samples_per_datapoint == 1 and has_hand_gradients(model)
         if fused and not fusable:
-            raise ValueError("the fused AEVB path implements estimator B with L = 1 only")
+            raise ValueError("the fused AEVB path implements estimator B with L = 1 on vae_core's own MLPs only")
         self.fused = fusable if fused is None else fused
+        self.stackable = self.fused
         if self.fused:
-            self.engine = StackedAEVB([model], [n_train], [optimizer.step_size], optimizer)
+            self.engine = StackedAEVB([model], [n_train], [optimizer])
         else:
-            self.optimizer = WarmupAdagrad.from_config(model, n_train, optimizer)
+            self.optimizer = WarmupAdagrad(model, n_train, optimizer)
+
+    def train_steps(self, x_train: torch.Tensor, n_steps: int, batch_size: int, binarize: bool = False) -> float:
+        """``n_steps`` updates (TrainingAlgorithm.train_steps); the fused path runs as a stack of
+        one on torch's global generator: the same random numbers in the same order as the
+        generic loop and :meth:`step`, less overhead per step."""
+        if not self.fused:
+            return super().train_steps(x_train, n_steps, batch_size, binarize)
+        generator = default_generator(x_train.device)
+        return float(train_stacked_steps(self.engine, [x_train], [generator], n_steps, batch_size, binarize)[0])
 
     def step(self, x_batch: torch.Tensor, batch_indices: torch.Tensor | None = None) -> float:
         """One AEVB update: ascend the minibatch bound (eq. 8) plus the scaled log prior.

@@ -29,9 +29,7 @@ Per run and minibatch of M points (rows x_i), with tanh hidden layers (Appendix 
 and the loss is -(1/M) sum_i bound_i (the minibatch estimator, eq. 8, divided by N). Its
 gradient, with d(.) = dloss/d(.):
 
-    Bernoulli:  d o = (sigmoid(o) - x) / M
-    Gaussian:   d pre = -(x - m) exp(-log sx2) m (1 - m) / M,   m = sigmoid(pre)
-                d log sx2 = (1 - (x - m)^2 exp(-log sx2)) / (2M)
+    d o = -(1/M) d log p(x|z) / d o       (vae_core.decoder_likelihood, both decoders)
     dW2 = d o^T h2,  db2 = sum_i d o,  d h2 = d o W2,  d a2 = d h2 (1 - h2^2)
     dW1 = d a2^T z,  db1 = sum_i d a2, d z = d a2 W1
     d mu = d z + mu / M,   d log s2 = d z eps exp(log s2 / 2) / 2 + (exp(log s2) - 1) / (2M)
@@ -43,17 +41,19 @@ against the same runs trained alone.
 """
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from .activations import tanh_from_sigmoid_
+from .decoder_likelihood import (
+    bernoulli_log_likelihood,
+    bernoulli_output_gradient,
+    gaussian_log_likelihood_and_output_gradient,
+)
 from .model import VariationalAutoEncoder
 from .optim import OptimizerConfig, adagrad_update_, map_weight_decay
 
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _layers(model: VariationalAutoEncoder) -> list[torch.nn.Linear]:
@@ -68,13 +68,10 @@ class _Workspace:
     the views of them it reads (the heads' mu and log s^2 halves, the transposes the weight
     gradients multiply), allocated once and reused at every step.
 
-    Not an optimization of the arithmetic but of the allocator and of per-operation overhead. A
-    fresh (M, 784) float32 tensor is 313 kB, above glibc's initial mmap threshold, so a loop that
-    allocates its intermediates at every step is at the mercy of the allocator's state: measured
-    with the previous, allocating update, the Figure 3 model trained at 96,000-100,000 samples/s
-    in a fresh process and at 57,000 after the same process had run a stack of 8 runs (fresh
-    pages and page faults on every step; with glibc's thresholds pinned by environment variables
-    it stayed at 100,000). Making the views once saves about 20 of the update's 50 operations.
+    Not an optimization of the arithmetic but of the allocator and of per-operation overhead: a
+    (100, 784) float32 intermediate is 313 kB, above glibc's initial mmap threshold, so a loop
+    that allocates its intermediates at every step is at the mercy of the allocator's state
+    (README, "Speed"); making the views once saves about 20 of the update's 50 operations.
     """
 
     def __init__(self, x: torch.Tensor, hidden: int, z_dim: int, out: int, gaussian: bool):
@@ -90,10 +87,8 @@ class _Workspace:
         self.d_mu, self.d_log_s2 = self.d_heads[..., :z_dim], self.d_heads[..., z_dim:]
         self.d_o_t, self.d_a2_t = self.d_o.transpose(1, 2), self.d_a2.transpose(1, 2)
         self.d_heads_t, self.d_a1_t = self.d_heads.transpose(1, 2), self.d_a1.transpose(1, 2)
-        if gaussian:  # the decoder's two heads: pre-sigmoid mean and log sigma_x^2, each D wide
-            self.mean, self.weighted, self.sq = buffer(D), buffer(D), buffer(D)
-            self.pre, self.log_sx2 = self.o[..., :D], self.o[..., D:]
-            self.d_pre, self.d_log_sx2 = self.d_o[..., :D], self.d_o[..., D:]
+        if gaussian:  # the likelihood's mean, (x - m) / sigma^2 and (x - m)^2 / sigma^2, each D wide
+            self.gaussian_work = (buffer(D), buffer(D), buffer(D))
 
 
 class StackedAEVB:
@@ -101,35 +96,38 @@ class StackedAEVB:
 
     ``models`` are R ``VariationalAutoEncoder`` of the same configuration (each initialized as
     the caller wants); ``n_train[r]`` sets run r's weight prior scale (1 / Ntrain) and
-    ``step_sizes[r]`` its Adagrad step size. An update is :meth:`forward_backward` on the R
-    minibatches and R noise draws (the caller decides where the random numbers come from and
-    checks the returned values), then :meth:`apply_adagrad` (vae_core.training.train_stacked_steps).
+    ``optimizers[r]`` its Adagrad settings: step size and weight prior may differ between runs,
+    the warm-up and epsilon may not (the runs take their steps together). An update is
+    :meth:`forward_backward` on the R minibatches and R noise draws (the caller decides where the
+    random numbers come from and checks the returned values), then :meth:`apply_adagrad`
+    (vae_core.training.train_stacked_steps).
     """
 
     def __init__(
         self,
         models: Sequence[VariationalAutoEncoder],
         n_train: Sequence[int],
-        step_sizes: Sequence[float],
-        optimizer: OptimizerConfig,
+        optimizers: Sequence[OptimizerConfig],
     ):
         if not models:
             raise ValueError("StackedAEVB needs at least one model")
         configs = {m.config for m in models}
         if len(configs) != 1:
             raise ValueError(f"stacked runs must share one architecture, got {sorted(map(str, configs))}")
-        if not (len(models) == len(n_train) == len(step_sizes)):
-            raise ValueError("one n_train and one step size per model")
-        for s in step_sizes:
-            if s <= 0:
-                raise ValueError(f"Adagrad step size must be positive, got {s}")
+        if not (len(models) == len(n_train) == len(optimizers)):
+            raise ValueError("one n_train and one optimizer configuration per model")
+        if len({(o.warmup_steps, o.eps) for o in optimizers}) != 1:
+            raise ValueError("stacked runs must share the Adagrad warm-up and epsilon (they step together)")
+        for optimizer in optimizers:
+            if optimizer.step_size <= 0:
+                raise ValueError(f"Adagrad step size must be positive, got {optimizer.step_size}")
         self.models = list(models)
         self.config = models[0].config
         self.gaussian = self.config.decoder == "gaussian"
-        self.step_sizes = [float(s) for s in step_sizes]
-        self.weight_decays = [map_weight_decay(n, optimizer.weight_prior_std) for n in n_train]
-        self.warmup_steps = optimizer.warmup_steps
-        self.eps = optimizer.eps
+        self.step_sizes = [float(o.step_size) for o in optimizers]
+        self.weight_decays = [map_weight_decay(n, o.weight_prior_std) for n, o in zip(n_train, optimizers)]
+        self.warmup_steps = optimizers[0].warmup_steps
+        self.eps = optimizers[0].eps
         self.steps_taken = 0
         self.active = [True] * len(self.models)  # a frozen run (False) is no longer updated
         self._workspace_key, self._workspace_cache = None, None
@@ -214,24 +212,14 @@ class StackedAEVB:
         s2 = s * s
         neg_kl = 0.5 * (1.0 + log_s2 - mu * mu - s2).sum(dim=(1, 2))  # (R,) summed over the batch
 
-        # Output layer: log p(x|z) and d loss / d o.
+        # Output layer: log p(x|z) and d loss / d o = -(1/M) d log p(x|z) / d o (vae_core.decoder_likelihood).
         d_o = w.d_o
         if self.gaussian:
-            D = x.shape[2]
-            log_sx2 = w.log_sx2
-            mean = torch.sigmoid(w.pre, out=w.mean)
-            weighted = torch.sub(x, mean, out=w.weighted)                       # x - m
-            sq = torch.mul(weighted, weighted, out=w.sq)                       # (x - m)^2
-            precision = torch.exp(-log_sx2)
-            weighted.mul_(precision)                                            # (x - m) / sigma^2
-            sq.mul_(precision)                                                  # (x - m)^2 / sigma^2
-            log_px = -0.5 * (LOG_2PI * D * M + (log_sx2.sum(dim=(1, 2)) + sq.sum(dim=(1, 2))))
-            torch.mul(weighted.mul_(mean), mean - 1.0, out=w.d_pre).mul_(inv_m)  # -(x-m)/s^2 m (1-m)/M
-            torch.mul(sq, -0.5 * inv_m, out=w.d_log_sx2).add_(0.5 * inv_m)
+            log_px, _ = gaussian_log_likelihood_and_output_gradient(o, x, -inv_m, out=d_o, work=w.gaussian_work)
+            log_px = log_px.sum(dim=1)
         else:
-            log_px = (-F.binary_cross_entropy_with_logits(o, x, reduction="none").sum(dim=(1, 2))
-                      if with_bound else 0.0)
-            torch.sigmoid(o, out=d_o).sub_(x).mul_(inv_m)
+            log_px = bernoulli_log_likelihood(o, x).sum(dim=1) if with_bound else 0.0
+            bernoulli_output_gradient(o, x, -inv_m, out=d_o)
         bound = (log_px + neg_kl) * inv_m
 
         # Backward, layer by layer (module docstring); d a = d h (1 - h^2) as d h - d h * h^2.

@@ -14,16 +14,11 @@ decoders in tests/test_hand_gradients.py):
 - :func:`encoder_log_density_gradient_`: the gradient of the mean log q(z|x) in the encoder's
   parameters, the sleep phase of wake-sleep.
 
-With the decoder's tanh hidden layer (Appendix C) h = tanh(W1 z + b1) and o its output layer:
-
-- log p(z) = -|z|^2 / 2 - Nz/2 log 2 pi, gradient -z;
-- Bernoulli decoder, o = W2 h + b2: log p(x|z) = sum_i x_i o_i - softplus(o_i), and
-  g = d log p(x|z) / d o = x - sigmoid(o);
-- Gaussian decoder, o = [u, v] = W45 h + b45, m = sigmoid(u), log sigma^2 = v:
-  log p(x|z) = -1/2 sum_i [log 2 pi + v_i + (x_i - m_i)^2 e^{-v_i}], and
-  g = [(x - m) e^{-v} m (1 - m), ((x - m)^2 e^{-v} - 1) / 2];
-- back through the layers: d/dW2 = g^T h, d/db2 = sum_c g, d/dh = g W2, d/da = d/dh (1 - h^2),
-  d/dW1 = (d/da)^T z, d/db1 = sum_c d/da, d/dz = (d/da) W1 - z.
+With the decoder's tanh hidden layer (Appendix C) h = tanh(W1 z + b1), its output layer
+o = W2 h + b2 and g = d log p(x|z) / d o (the decoder's likelihood and its gradient in o,
+:mod:`vae_core.decoder_likelihood`): log p(z) = -|z|^2 / 2 - Nz/2 log 2 pi with gradient -z, and
+back through the layers: d/dW2 = g^T h, d/db2 = sum_c g, d/dh = g W2, d/da = d/dh (1 - h^2),
+d/dW1 = (d/da)^T z, d/db1 = sum_c d/da, d/dz = (d/da) W1 - z.
 
 The encoder, h = tanh(W3 x + b3), [mu, log s^2] = W45 h + b45 (Appendix C.2), and
 log q(z|x) = -1/2 sum_j [log 2 pi + log s_j^2 + (z_j - mu_j)^2 / s_j^2]:
@@ -32,16 +27,17 @@ the tanh and W3 as above (no gradient with respect to x).
 """
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.nn.functional as F
 
 from .activations import tanh_from_sigmoid_
+from .decoder_likelihood import (
+    LOG_2PI,
+    bernoulli_log_likelihood,
+    bernoulli_output_gradient,
+    gaussian_log_likelihood_and_output_gradient,
+)
 from .model import VariationalAutoEncoder
 from .networks import BernoulliMLPDecoder, GaussianMLPDecoder, GaussianMLPEncoder
-
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 def _linear_backward_(layer: torch.nn.Linear, grad_output: torch.Tensor, layer_input: torch.Tensor) -> None:
@@ -71,22 +67,11 @@ class DecoderLogJoint:
         """(h, log p(x|z) (C,) or None, g = d log p(x|z) / d o (C, out))."""
         h = tanh_from_sigmoid_(torch.addmm(self.hidden.bias, z, self.hidden.weight.T))
         o = torch.addmm(self.output.bias, h, self.output.weight.T)
-        x = self.x
-        log_px = None
         if self.gaussian:
-            D = x.shape[-1]
-            m, log_var = torch.sigmoid(o[:, :D]), o[:, D:]
-            diff = x - m
-            weighted = diff * torch.exp(-log_var)  # (x - m) / sigma^2
-            sq = diff * weighted                    # (x - m)^2 / sigma^2
-            if need_value:
-                log_px = -0.5 * (D * LOG_2PI + (log_var + sq).sum(-1))
-            g = torch.cat([weighted.mul_(m).mul_(1.0 - m), (sq - 1.0).mul_(0.5)], dim=-1)
-        else:
-            if need_value:
-                log_px = -F.binary_cross_entropy_with_logits(o, x, reduction="none").sum(-1)
-            g = torch.sigmoid(o).neg_().add_(x)  # x - sigmoid(o)
-        return h, log_px, g
+            log_px, g = gaussian_log_likelihood_and_output_gradient(o, self.x, need_value=need_value)
+            return h, log_px, g
+        log_px = bernoulli_log_likelihood(o, self.x) if need_value else None
+        return h, log_px, bernoulli_output_gradient(o, self.x)
 
     def log_prior(self, z: torch.Tensor) -> torch.Tensor:
         """log p(z) = log N(z; 0, I) per row."""

@@ -22,22 +22,15 @@ corrects the integrator's energy error exactly. A proposal that is not finite (N
 density, position, momentum or gradient) is rejected.
 
 Step sizes are per chain ((C,) tensors; a scalar is broadcast): datapoints have posteriors of very
-different widths. Two tuning rules are offered:
-
-- :func:`adapt_step_size`, the authors' rule (SPEC.md section 8): multiply the step size by a
-  factor when the acceptance is above the target, divide when below. Used on one chain's
-  single-transition acceptance probability it settles where that probability exceeds the target
-  half the time -- the *median* acceptance probability equals the target, and the mean (HMC's
-  acceptance distribution is skewed, with many 1s) is lower.
-- :func:`adapt_step_size_to_mean`: log step += gain * (accept_prob - target), a stochastic
-  approximation whose fixed point is a *mean* acceptance probability equal to the target.
-
-:func:`hmc_sample` adapts only during burn-in (by default with a decreasing gain,
-log eps += 2 (a_t - target) / (t + 1)^0.6, a Robbins-Monro recursion) and keeps the step sizes
-fixed for the kept samples, so those form a proper Markov chain that leaves the target invariant.
+different widths. How they follow the acceptance is one object, :class:`StepSizeAdaptation`,
+with three rules: a Robbins-Monro recursion with a decreasing gain (the burn-in of
+:func:`hmc_sample`, which then freezes the step sizes so the kept samples form a proper Markov
+chain), the same with a constant gain (Monte Carlo EM, whose target moves as the decoder learns),
+and the authors' multiplicative up/down rule (docs/protocol.md, section 8).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable
 
@@ -48,8 +41,7 @@ LogProb = Callable[[torch.Tensor], torch.Tensor]
 __all__ = [
     "HMCResult",
     "HMCStep",
-    "adapt_step_size",
-    "adapt_step_size_to_mean",
+    "StepSizeAdaptation",
     "authors_adapt_factor",
     "hmc_sample",
     "hmc_step",
@@ -97,32 +89,29 @@ def _check_n_steps(n_steps: int) -> None:
 
 
 def leapfrog(
+    log_prob_fn: LogProb,
     z: torch.Tensor,
     momentum: torch.Tensor,
-    grad_log_prob: Callable[[torch.Tensor], torch.Tensor],
     step_size,
     n_steps: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
+    grad: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """``n_steps`` leapfrog steps (Neal 2011, eqs. 5.18-5.20) for H = -log p(z) + |momentum|^2 / 2.
 
     r <- r + (eps/2) grad log p(z); then n_steps times z <- z + eps r and a full momentum step
-    r <- r + eps grad log p(z), the last one a half step. ``step_size`` is a scalar, (C,) or (C, 1);
-    ``grad_log_prob(z)`` returns the gradient of the log target, (C, D). Returns (z, momentum) at
-    the end of the trajectory. The map is volume-preserving and time-reversible: running it again
-    from (z, -momentum) returns to the start.
+    r <- r + eps grad log p(z), the last one a half step. ``step_size`` is a scalar, (C,) or (C, 1).
+    ``grad``, the gradient of log p at z when the caller has it (the previous transition's end
+    point), saves one gradient evaluation, as Pyro's ``velocity_verlet`` reuses its cached
+    gradient; the intermediate steps evaluate the gradient only (a target with
+    ``value_and_grad`` skips its value there) and the end point both. Returns (z, momentum,
+    log p(z), grad log p(z)) at the end of the trajectory, so a chain costs one gradient
+    evaluation per leapfrog step. The map is volume-preserving and time-reversible: running it
+    again from (z, -momentum) returns to the start.
     """
     _check_n_steps(n_steps)
     step = _as_column(step_size, z)
-    momentum = momentum + 0.5 * step * grad_log_prob(z)
-    for i in range(n_steps):
-        z = z + step * momentum
-        momentum = momentum + (step if i < n_steps - 1 else 0.5 * step) * grad_log_prob(z)
-    return z, momentum
-
-
-def _integrate(log_prob_fn: LogProb, z, momentum, step, n_steps: int, grad):
-    """:func:`leapfrog` from a known gradient, also returning log p and its gradient at the end
-    point, so a chain costs one gradient evaluation per leapfrog step."""
+    if grad is None:
+        grad = _grad_only(log_prob_fn, z)
     momentum = momentum + 0.5 * step * grad
     log_prob = None
     for i in range(n_steps):
@@ -144,11 +133,6 @@ class HMCStep:
     grad: torch.Tensor  # (C, D) its gradient at z
     accepted: torch.Tensor  # (C,) bool: the proposal was accepted
     accept_prob: torch.Tensor  # (C,) min(1, exp(H_old - H_new)); 0 for a non-finite proposal
-
-    @property
-    def log_prob(self) -> torch.Tensor:
-        """Alias of ``logp``."""
-        return self.logp
 
 
 def hmc_step(
@@ -174,7 +158,7 @@ def hmc_step(
         logp, grad = log_prob_and_grad(log_prob_fn, z)
     momentum = torch.randn_like(z)
     step = _as_column(step_size, z)
-    z_new, momentum_new, logp_new, grad_new = _integrate(log_prob_fn, z, momentum, step, n_leapfrog, grad)
+    z_new, momentum_new, logp_new, grad_new = leapfrog(log_prob_fn, z, momentum, step, n_leapfrog, grad)
     log_ratio = (logp_new - logp) - 0.5 * (momentum_new.pow(2).sum(-1) - momentum.pow(2).sum(-1))
     finite = (
         torch.isfinite(log_ratio)
@@ -197,33 +181,61 @@ def hmc_step(
 
 def authors_adapt_factor(batch_size: int) -> float:
     """The authors' adaptation factor min(1.25, 1.02^min(100, M)) for M chains per update
-    (SPEC.md section 8; their code multiplied or divided by 1.02^M)."""
+    (docs/protocol.md, section 8; their code multiplied or divided by 1.02^M)."""
     return min(1.25, 1.02 ** min(100, batch_size))
 
 
-def adapt_step_size(step_size: torch.Tensor, accept_prob: torch.Tensor, target: float, factor: float) -> torch.Tensor:
-    """The authors' multiplicative rule, per chain: step * factor where the chain's acceptance is
-    above ``target``, step / factor where it is not (SPEC.md section 8; for MCEM the factor is
-    :func:`authors_adapt_factor` and the target 0.9).
+ADAPTATION_RULES = ("robbins_monro", "mean", "authors")
 
-    ``accept_prob`` is whatever acceptance the caller measures per chain: a single transition's
-    acceptance probability, or an average. Fed single-transition probabilities, a chain's step size
-    settles where P(accept_prob > target) = 1/2, i.e. at a *median* acceptance probability equal to
-    the target; HMC's mean acceptance is then lower (see :func:`adapt_step_size_to_mean`). The
-    authors applied it to one step size per sampler with the minibatch's mean acceptance.
+
+@dataclass(frozen=True)
+class StepSizeAdaptation:
+    """How per-chain step sizes follow each transition's acceptance probability a toward ``target``.
+
+    - ``"robbins_monro"``: log eps += gain (a_t - target) / (t + 1)^decay, t the transition's
+      index: a stochastic approximation whose decreasing gain converges to a *mean* acceptance
+      equal to the target. The burn-in of :func:`hmc_sample` (Appendix D's chains).
+    - ``"mean"``: log eps += gain (a - target) with a constant gain: the same fixed point, but it
+      keeps following a target density that moves (Monte Carlo EM's decoder learns between a
+      chain's visits); the step size then fluctuates around its fixed point, which also
+      randomizes the trajectory length a little (Neal 2011, section 5.4.2.2).
+    - ``"authors"``: eps * factor where a > target, eps / factor elsewhere (docs/protocol.md,
+      section 8). Fed single-transition probabilities it settles where P(a > target) = 1/2: a
+      *median* acceptance equal to the target, and HMC's skewed acceptance distribution (many 1s)
+      then has a lower mean. The authors applied it to one step size per sampler with the
+      minibatch's mean acceptance.
     """
-    return torch.where(accept_prob > target, step_size * factor, step_size / factor)
 
+    rule: str = "robbins_monro"
+    target: float = 0.9
+    gain: float = 2.0
+    decay: float = 0.6
+    factor: float = 1.25
 
-def adapt_step_size_to_mean(step_size: torch.Tensor, accept_prob: torch.Tensor, target: float, gain: float) -> torch.Tensor:
-    """Per chain, log step += gain * (accept_prob - target).
+    def __post_init__(self):
+        if self.rule not in ADAPTATION_RULES:
+            raise ValueError(f"unknown step-size adaptation rule {self.rule!r}; choose one of {ADAPTATION_RULES}")
+        if not 0.0 < self.target < 1.0:
+            raise ValueError(f"target acceptance must be in (0, 1), got {self.target}")
 
-    A stochastic-approximation (Robbins-Monro) step whose fixed point is a *mean* acceptance
-    probability equal to the target. With a constant gain it keeps following a target density that
-    moves (MCEM's decoder learns between visits); the step size then fluctuates around its fixed
-    point, which also randomizes the trajectory length a little (Neal 2011, section 5.4.2.2).
-    """
-    return step_size * torch.exp(gain * (accept_prob - target))
+    @classmethod
+    def for_minibatches(cls, rule: str, target: float, batch_size: int) -> "StepSizeAdaptation":
+        """Monte Carlo EM's tuner for minibatches of ``batch_size`` chains: the authors' factor
+        f = :func:`authors_adapt_factor`, and for ``"mean"`` the gain log(f) / (1 - target), so
+        that its largest upward move (at a = 1) is the authors' factor."""
+        factor = authors_adapt_factor(batch_size)
+        if rule == "mean":
+            return cls("mean", target, gain=math.log(factor) / (1.0 - target))
+        return cls(rule, target, factor=factor)
+
+    def update(self, step_size: torch.Tensor, accept_prob: torch.Tensor, t: int = 0) -> torch.Tensor:
+        """The adapted step sizes after a transition with acceptance probabilities ``accept_prob``
+        (``t``: the transition's index, for the Robbins-Monro gain)."""
+        if self.rule == "robbins_monro":
+            return step_size * torch.exp(self.gain * (accept_prob - self.target) / (t + 1) ** self.decay)
+        if self.rule == "mean":
+            return step_size * torch.exp(self.gain * (accept_prob - self.target))
+        return torch.where(accept_prob > self.target, step_size * self.factor, step_size / self.factor)
 
 
 @dataclass
@@ -242,20 +254,15 @@ def hmc_sample(
     n_leapfrog: int,
     step_size=0.1,
     burn_in: int = 0,
-    adapt_during_burn_in: bool = True,
-    target_accept: float = 0.9,
-    adapt_factor: float | None = None,
+    adaptation: StepSizeAdaptation | None = StepSizeAdaptation(),
     step_size_jitter: float = 0.0,
 ) -> HMCResult:
     """Run every chain for ``burn_in`` transitions, then keep the states of ``n_samples`` more.
 
-    Burn-in tunes each chain's step size toward ``target_accept`` (when ``adapt_during_burn_in``):
-    by default with the Robbins-Monro recursion log eps += 2 (a_t - target) / (t + 1)^0.6 on the
-    transition's acceptance probability a_t, whose decreasing gain makes it converge to a mean
-    acceptance equal to the target; with ``adapt_factor`` given, with the authors' multiplicative
-    rule (:func:`adapt_step_size`; note its median fixed point). The step sizes are frozen after
-    burn-in, so the kept samples are a time-homogeneous Markov chain with the target as stationary
-    distribution (adapting during sampling would break that).
+    Burn-in tunes each chain's step size by ``adaptation`` (default: the Robbins-Monro rule
+    toward a mean acceptance of 0.9; None keeps the step sizes as given). The step sizes are
+    frozen after burn-in, so the kept samples are a time-homogeneous Markov chain with the target
+    as stationary distribution (adapting during sampling would break that).
 
     ``step_size_jitter`` = j > 0 multiplies every transition's step size by u ~ U(1 - j, 1 + j),
     drawn per chain and per transition independently of the state (so each transition still
@@ -279,11 +286,8 @@ def hmc_sample(
         move = transition(step)
         z, logp, grad = move.z, move.logp, move.grad
         burn_accepts += move.accepted
-        if adapt_during_burn_in:
-            if adapt_factor is not None:
-                step = adapt_step_size(step, move.accept_prob, target_accept, adapt_factor)
-            else:
-                step = step * torch.exp(2.0 * (move.accept_prob - target_accept) / (t + 1) ** 0.6)
+        if adaptation is not None:
+            step = adaptation.update(step, move.accept_prob, t)
     samples, log_probs = [], []
     accepts = torch.zeros(n_chains, device=z.device, dtype=z.dtype)
     for _ in range(n_samples):

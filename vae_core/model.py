@@ -1,7 +1,7 @@
 """The variational auto-encoder: an encoder, a decoder and the prior, built as the paper does."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -33,9 +33,6 @@ class ModelConfig:
                 f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}"
             )
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
 
 class VariationalAutoEncoder(nn.Module):
     """q_phi(z|x) and p_theta(x|z) with p(z) = N(0, I); initialized as in Section 5."""
@@ -57,7 +54,7 @@ class VariationalAutoEncoder(nn.Module):
 
 
 def weight_matrices(module: nn.Module) -> list[torch.Tensor]:
-    """The parameters the N(0, I) weight prior applies to: every matrix, no bias (SPEC.md 8)."""
+    """The parameters the N(0, I) weight prior applies to: every matrix, no bias (docs/protocol.md, section 8)."""
     return [p for p in module.parameters() if p.dim() >= 2]
 
 

@@ -12,7 +12,7 @@ from torch.distributions import Bernoulli, Independent, Normal
 
 
 class GaussianMLPEncoder(nn.Module):
-    """Recognition model q_phi(z|x) = N(z; mu, diag(sigma^2)) (Appendix C.2, SPEC.md section 1).
+    """Recognition model q_phi(z|x) = N(z; mu, diag(sigma^2)) (Appendix C.2, docs/protocol.md, section 1).
 
     h = tanh(W3 x + b3), mu = W4 h + b4, log sigma^2 = W5 h + b5. The two heads W4 and W5 are
     stored as one linear layer of width 2 * Nz (one matrix multiply instead of two); the first Nz
@@ -106,7 +106,7 @@ def standard_normal_prior(z_dim: int, device=None, dtype=torch.float32) -> Indep
 def init_paper_(encoder: GaussianMLPEncoder, decoder: nn.Module, std: float) -> None:
     """Initialize every parameter from N(0, std^2) (Section 5: "random sampling from N(0, 0.01)").
 
-    0.01 is read as the standard deviation. As in the authors' code of the time (SPEC.md section 8),
+    0.01 is read as the standard deviation. As in the authors' code of the time (docs/protocol.md, section 8),
     the encoder's log-variance head and the decoder's output biases start at 0, so q(z|x) starts
     with unit variance and the decoder's output starts at the same value for every pixel.
     """

@@ -4,7 +4,7 @@ Section 5: "Stepsizes were adapted with Adagrad; the Adagrad global stepsize par
 chosen from {0.01, 0.02, 0.1} ... Parameters were updated using ... a small weight decay term
 corresponding to a prior p(theta) = N(0, I)."
 
-How the open points are filled (SPEC.md sections 2 and 8), following the authors' code:
+How the open points are filled (docs/protocol.md, sections 2 and 8), following the authors' code:
 - the prior log N(w; 0, sigma_w^2 I) applies to weight matrices only, and per minibatch the
   objective is sum_i L(x_i) + (M / N) log p(theta). We minimize that divided by M, i.e. the mean
   negative bound plus ||W||^2 / (2 N sigma_w^2): a weight decay of 1 / (N sigma_w^2) on the
@@ -18,11 +18,10 @@ How the open points are filled (SPEC.md sections 2 and 8), following the authors
 
 The update is :func:`adagrad_update_`: torch's own fused Adagrad kernel (``torch._fused_adagrad_``,
 the kernel behind ``torch.optim.Adagrad(fused=True)``: one pass over parameter, gradient and
-accumulator) called directly, not through ``torch.optim``. Constructing a ``torch.optim``
-optimizer imports TorchDynamo, which costs about 3.4 s per process on this machine -- more than a
-smoke-profile training stage itself -- and its per-group learning rate cannot vary along a stacked
-run dimension (vae_core.fused_aevb). Where the fused kernel is missing, torch's ``_foreach`` ops
-compute the same update.
+accumulator) called directly, not through ``torch.optim``: constructing a ``torch.optim``
+optimizer imports TorchDynamo, seconds of start-up per process (README, "Speed"), and its
+per-group learning rate cannot vary along a stacked run dimension (vae_core.fused_aevb). Where
+the fused kernel is missing, torch's ``_foreach`` ops compute the same update.
 """
 from __future__ import annotations
 
@@ -86,35 +85,23 @@ def adagrad_update_(
 
 class WarmupAdagrad:
     """Adagrad over a module's weight matrices (with the MAP prior) and biases (without), with a
-    warm-up of ``warmup_steps`` updates that only accumulate squared gradients.
+    warm-up of ``config.warmup_steps`` updates that only accumulate squared gradients.
 
-    Reads the gradients autograd left in ``parameter.grad``.
+    Reads the gradients autograd (or a hand-derived gradient) left in ``parameter.grad``.
     """
 
-    def __init__(
-        self,
-        module: nn.Module,
-        step_size: float,
-        n_train: int,
-        weight_prior_std: float = 1.0,
-        warmup_steps: int = 100,
-        eps: float = 1e-8,
-    ):
-        if step_size <= 0:
-            raise ValueError(f"Adagrad step size must be positive, got {step_size}")
-        self.step_size = step_size
-        self.warmup_steps = warmup_steps
-        self.eps = eps
+    def __init__(self, module: nn.Module, n_train: int, config: OptimizerConfig):
+        if config.step_size <= 0:
+            raise ValueError(f"Adagrad step size must be positive, got {config.step_size}")
+        self.step_size = config.step_size
+        self.warmup_steps = config.warmup_steps
+        self.eps = config.eps
         self.steps_taken = 0
         self.groups = [
-            (weight_matrices(module), map_weight_decay(n_train, weight_prior_std)),
+            (weight_matrices(module), map_weight_decay(n_train, config.weight_prior_std)),
             (biases(module), 0.0),
         ]
         self.sums = [[torch.zeros_like(p) for p in params] for params, _ in self.groups]
-
-    @classmethod
-    def from_config(cls, module: nn.Module, n_train: int, config: OptimizerConfig) -> "WarmupAdagrad":
-        return cls(module, config.step_size, n_train, config.weight_prior_std, config.warmup_steps, config.eps)
 
     @property
     def current_step_size(self) -> float:

@@ -1,4 +1,4 @@
-"""Minibatch training shared by all algorithms, and the paper's choice of Adagrad step size."""
+"""Stacked AEVB training, and the paper's choice of the Adagrad step size (Section 5)."""
 from __future__ import annotations
 
 import math
@@ -8,38 +8,6 @@ import torch
 
 from .algorithm import NonFiniteLossError, TrainingAlgorithm, check_finite
 from .fused_aevb import StackedAEVB
-
-
-def draw_minibatch_indices(n_train: int, batch_size: int, device: torch.device) -> torch.Tensor:
-    """M indices drawn uniformly with replacement, as the authors' code drew minibatches."""
-    return torch.randint(n_train, (batch_size,), device=device)
-
-
-def train_steps(
-    algorithm: TrainingAlgorithm,
-    x_train: torch.Tensor,
-    n_steps: int,
-    batch_size: int,
-    binarize: bool = False,
-) -> float:
-    """Run ``n_steps`` minibatch updates; returns the last minibatch objective.
-
-    With ``binarize`` each minibatch is a fresh Bernoulli sample of the grey levels (dynamic
-    binarization, SPEC.md section 8); otherwise the grey levels are the targets (the paper).
-    Fused AEVB runs as a stack of one (:func:`train_stacked_steps` on torch's global generator):
-    the same random numbers in the same order as the generic loop, less overhead per step.
-    """
-    if getattr(algorithm, "fused", False):
-        generator = default_generator(x_train.device)
-        return float(train_stacked_steps(algorithm.engine, [x_train], [generator], n_steps, batch_size, binarize)[0])
-    last = math.nan
-    for _ in range(n_steps):
-        indices = draw_minibatch_indices(x_train.shape[0], batch_size, x_train.device)
-        x_batch = x_train[indices]
-        if binarize:
-            x_batch = torch.bernoulli(x_batch)
-        last = algorithm.step(x_batch, indices)
-    return last
 
 
 def default_generator(device: torch.device) -> torch.Generator:
@@ -58,10 +26,10 @@ def train_stacked_steps(
     binarize: bool = False,
     on_nonfinite: str = "raise",
 ) -> torch.Tensor:
-    """:func:`train_steps` for R AEVB runs stacked in one :class:`StackedAEVB`.
+    """``TrainingAlgorithm.train_steps`` for R AEVB runs stacked in one :class:`StackedAEVB`.
 
-    Run r draws from ``generators[r]`` exactly what a run trained alone by :func:`train_steps`
-    and the fused ``AEVB.step`` draws from the global generator, in the same order -- its
+    Run r draws from ``generators[r]`` exactly what a run trained alone by the generic
+    ``train_steps`` loop and the fused ``AEVB.step`` draws from the global generator, in the same order -- its
     minibatch indices into ``x_train[r]``, the binarization if any, then eps -- so a run started
     from the same generator state gives the same numbers stacked or alone. Returns the (R,)
     minibatch bounds of the last step (the other steps only check that every value is finite). A non-finite bound of an active run, before that step's update, either
@@ -113,19 +81,22 @@ def select_step_size(
     trains ``trial_steps`` updates, and is scored by ``algorithm.trial_score(x_eval)``: the average
     lower bound on ``x_eval`` (a subset of the training set), or for MCEM, which has no bound, its
     recent objective log p(x, z) on the training minibatches. A candidate that diverges (NaN/inf)
-    scores -inf. For fused AEVB the candidates train at once, stacked (same numbers, less time).
-    Returns the best step size and every score.
+    scores -inf. Candidates of a ``stackable`` algorithm (fused AEVB) train at once, stacked
+    (the same numbers, in less time). Returns the best step size and every score.
     """
-    if stacked_step_size_trial_applies(build_algorithm, candidates):
-        scores = _select_step_size_stacked(build_algorithm, candidates, x_train, x_eval, trial_steps,
+    torch.manual_seed(seed)
+    first = build_algorithm(float(candidates[0]))
+    if first.stackable and len(candidates) > 1:
+        scores = _select_step_size_stacked(first, build_algorithm, candidates, x_train, x_eval, trial_steps,
                                            batch_size, seed, binarize)
     else:
         scores = {}
-        for step_size in candidates:
-            torch.manual_seed(seed)
-            algorithm = build_algorithm(step_size)
+        for index, step_size in enumerate(candidates):
+            if index:
+                torch.manual_seed(seed)
+            algorithm = build_algorithm(float(step_size)) if index else first
             try:
-                train_steps(algorithm, x_train, trial_steps, batch_size, binarize)
+                algorithm.train_steps(x_train, trial_steps, batch_size, binarize)
                 score = algorithm.trial_score(x_eval)
             except NonFiniteLossError:
                 score = -math.inf
@@ -139,30 +110,21 @@ def select_step_size(
     return best, scores
 
 
-def stacked_step_size_trial_applies(build_algorithm, candidates) -> bool:
-    """Whether the trial can train every candidate at once: the fused AEVB path, several candidates."""
-    if len(candidates) < 2:
-        return False
-    probe_state = torch.get_rng_state()
-    probe = build_algorithm(float(candidates[0]))
-    torch.set_rng_state(probe_state)
-    return getattr(probe, "fused", False)
-
-
-def _select_step_size_stacked(build_algorithm, candidates, x_train, x_eval, trial_steps, batch_size,
+def _select_step_size_stacked(first, build_algorithm, candidates, x_train, x_eval, trial_steps, batch_size,
                               seed, binarize):
     """The trial of :func:`select_step_size` for fused AEVB: every candidate from the same seed
     (same initialization, same minibatches, same eps), trained at once by one StackedAEVB -- the
     same numbers as the candidates trained one after another (tests/test_fused_aevb.py), in a
     fraction of the time for small models. A candidate whose bound turns non-finite is frozen
-    (score -inf) while the others go on."""
-    algorithms, generators = [], []
-    for step_size in candidates:
+    (score -inf) while the others go on. ``first`` is the first candidate, built just after
+    seeding."""
+    algorithms, generators = [first], [generator_like_global(x_train.device)]
+    for step_size in candidates[1:]:
         torch.manual_seed(seed)
-        algorithms.append(build_algorithm(step_size))
+        algorithms.append(build_algorithm(float(step_size)))
         generators.append(generator_like_global(x_train.device))
     engine = StackedAEVB([a.model for a in algorithms], [a.n_train for a in algorithms],
-                         [float(s) for s in candidates], algorithms[0].optimizer_config)
+                         [a.optimizer_config for a in algorithms])
     train_stacked_steps(engine, [x_train] * len(algorithms), generators, trial_steps, batch_size,
                         binarize, on_nonfinite="freeze")
     scores = {}

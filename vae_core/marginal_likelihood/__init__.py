@@ -1,4 +1,4 @@
-"""Estimators of the marginal likelihood log p(x) of a trained decoder (Appendix D; SPEC.md section 5).
+"""Estimators of the marginal likelihood log p(x) of a trained decoder (Appendix D; docs/protocol.md, section 5).
 
 Three estimators, each returning a :class:`MarginalLikelihoodEstimate` (one value and one error per
 datapoint, so the caller decides how to average):
@@ -11,7 +11,9 @@ datapoint, so the caller decides how to average):
 - :func:`grid_estimator` -- numerical integration of p(x, z) over a dense grid in z, for Nz <= 3:
   exact up to a discretization error that it measures.
 
-SPEC.md section 5 asks that the three agree within their error bars on the same model; the tests in
+:mod:`.protocol` holds the choices of how they are applied to a trained model (where Appendix D's
+chains start, which proposal importance sampling uses). docs/protocol.md, section 5, asks that the
+three agree within their error bars on the same model; the tests in
 tests/test_marginal_likelihood.py check that against a linear-Gaussian model with a closed-form
 p(x) and against the grid on a small non-linear decoder.
 
@@ -24,6 +26,7 @@ from .estimate import MarginalLikelihoodEstimate
 from .grid import DEFAULT_ADAPTIVE_GRID_POINTS, DEFAULT_GRID_POINTS, grid_estimator
 from .importance_sampling import gaussian_proposal_from_samples, importance_sampling_estimator
 from .log_joint import fast_log_joint, shared_grid_log_joint
+from .protocol import appendix_d_start, importance_sampling_proposal
 from .posterior_density import (
     DEFAULT_BANDWIDTH_MULTIPLIERS,
     BatchedGaussian,
@@ -40,6 +43,8 @@ __all__ = [
     "importance_sampling_estimator",
     "grid_estimator",
     "gaussian_proposal_from_samples",
+    "appendix_d_start",
+    "importance_sampling_proposal",
     "BatchedGaussianKDE",
     "BatchedGaussian",
     "fit_posterior_density",

@@ -1,4 +1,4 @@
-"""The paper's marginal-likelihood estimator (Appendix D; SPEC.md section 5), batched over datapoints."""
+"""The paper's marginal-likelihood estimator (Appendix D; docs/protocol.md, section 5), batched over datapoints."""
 from __future__ import annotations
 
 import math
@@ -6,7 +6,7 @@ from typing import Sequence
 
 import torch
 
-from ..hmc import hmc_sample
+from ..hmc import StepSizeAdaptation, hmc_sample
 from ..hand_gradients import posterior_target
 from .estimate import MarginalLikelihoodEstimate
 from .log_joint import shared_grid_log_joint
@@ -114,7 +114,7 @@ def appendix_d_estimator(
     standard_error: str = "delta",
     autocorrelation_correction: bool = True,
 ) -> MarginalLikelihoodEstimate:
-    """The paper's marginal-likelihood estimator (Appendix D; SPEC.md section 5), batched.
+    """The paper's marginal-likelihood estimator (Appendix D; docs/protocol.md, section 5), batched.
 
     For every datapoint x_c (all at once: one HMC chain per datapoint, advanced together):
 
@@ -130,15 +130,17 @@ def appendix_d_estimator(
        - ``init="encoder"`` (default): the encoder mean mu(x), near the posterior mode of a trained
          model; initial step 0.5 * min_j sigma_j(x) (the encoder's smallest std), clamped to
          [1e-3, 1];
-       - ``init="prior"``, for models without a trained encoder (Monte Carlo EM): sampling-
-         importance-resampling from the prior, :func:`prior_resampled_start`: ``prior_candidates``
-         (default 1,000) draws from p(z) = N(0, I) per datapoint, one of them picked with
-         probability proportional to p(x|z); initial step 0.1. A single prior draw is not enough:
-         the posterior of a decoder without an encoder's regularization is often multimodal, HMC
-         with 4 leapfrog steps does not cross between modes, and a chain that starts near a minor
-         mode underestimates log p(x) by many nats (seen on Figure 3's MCEM test points: -162
-         against the grid's -151.5 at a single prior start). Resampling puts the chain in a mode
-         with about that mode's posterior mass.
+       - ``init="prior"``: sampling-importance-resampling, :func:`prior_resampled_start`: for
+         Nz <= 3 a node of a shared grid on [-8, 8]^Nz (about 5 x ``prior_candidates`` nodes)
+         picked with probability proportional to p(x, z), for larger Nz one of
+         ``prior_candidates`` (default 20,000) prior draws picked with probability proportional
+         to p(x|z); initial step 0.1. A single prior draw is not enough: the posterior of these
+         decoders is often multimodal, HMC with 4 leapfrog steps does not cross between modes,
+         and a chain that starts near a minor mode underestimates log p(x) by many nats (seen on
+         Figure 3's MCEM test points: -162 against the grid's -151.5 at a single prior start).
+         Resampling puts the chain in a mode with about that mode's posterior mass. Which start
+         the pipeline uses for which model is :mod:`vae_core.marginal_likelihood.protocol`'s
+         choice.
        ``z_init`` (C, Nz), when given, overrides the starting states (the step-size default of
        ``init`` still applies): Monte Carlo EM passes its persistent training chains, which are
        already samples of the current posterior, so burn-in only needs to tune the step size.
@@ -158,7 +160,7 @@ def appendix_d_estimator(
        pass). E_{p(z|x)}[q(z) / p(x, z)] = 1 / p(x) for any normalized q, so this is consistent;
        its variance is finite when q has lighter tails than the posterior.
 
-    ``n_samples`` counts both halves (paper: 50 in all). SPEC.md's wording "draw L new samples"
+    ``n_samples`` counts both halves (paper: 50 in all). docs/protocol.md's wording "draw L new samples"
     can also be read as L to fit plus L new ones: pass ``n_samples=100`` for that reading.
 
     **Standard error** (``standard_error``): ``"delta"`` (default; the delta method on the mean of
@@ -215,8 +217,8 @@ def appendix_d_estimator(
     step0 = default_step if step_size is None else step_size
 
     result = hmc_sample(posterior_target(model, x), start, n_samples=n_samples, n_leapfrog=n_leapfrog,
-                        step_size=step0, burn_in=burn_in, adapt_during_burn_in=True,
-                        target_accept=target_accept, step_size_jitter=step_size_jitter)
+                        step_size=step0, burn_in=burn_in, adaptation=StepSizeAdaptation("robbins_monro", target_accept),
+                        step_size_jitter=step_size_jitter)
     samples = result.samples.double()  # (n_samples, C, D)
     log_joint = result.log_prob.double()  # (n_samples, C)
     fit = samples[:n_fit].transpose(0, 1)  # (C, n_fit, D)

@@ -1,4 +1,4 @@
-"""Numerical integration of p(x, z) over a grid in z, for Nz <= 3 (SPEC.md section 5's exact check)."""
+"""Numerical integration of p(x, z) over a grid in z, for Nz <= 3 (docs/protocol.md, section 5's exact check)."""
 from __future__ import annotations
 
 import math
@@ -109,9 +109,8 @@ def _locate_boxes(model, x, low, high, n, d, threshold, max_chunk_elements):
     best node, widened by one spacing), computed by streaming over chunks of nodes in two passes
     -- the best value of every datapoint, then the bounding box of its nodes within the
     threshold -- so the decoder runs over the n^D shared nodes twice, whatever the number of
-    datapoints, and no (C, n^D) table is held. (Holding that table meant splitting the
-    datapoints into groups that fit in memory and running the decoder over all nodes once per
-    group: with 2,000 points and the 81^3-node wide box, 134 passes instead of 2.)
+    datapoints, and no (C, n^D) table is held (holding it would mean splitting the datapoints
+    into groups that fit in memory and running the decoder over all nodes once per group).
     """
     c = x.shape[0]
     unit = _unit_nodes(n, d, torch.float64, x.device)
@@ -185,7 +184,7 @@ def grid_estimator(
     """log p(x) by numerical integration of p(x, z) = p(z) p(x|z) over a grid in z (Nz <= 3).
 
     log p(x) ~ log sum_g exp(log p(x, z_g)) + log(cell volume), a Riemann sum over the nodes of a
-    regular grid covering the posterior mass (SPEC.md section 5: "numerical integration over a
+    regular grid covering the posterior mass (docs/protocol.md, section 5: "numerical integration over a
     dense grid (exact up to discretization)"). For a smooth integrand that is negligible at the
     box's faces this sum converges faster than any power of the spacing h (for a Gaussian of std
     sigma the relative error is about 2 exp(-2 pi^2 sigma^2 / h^2) per dimension: 1e-8 at
@@ -251,7 +250,7 @@ def grid_estimator(
     c = x.shape[0]
     low, high = _grid_box(bounds, d, x.dtype, x.device)
 
-    def finish(scan, n_final):
+    def finish(scan):
         log_px = scan["lse_all"] + scan["log_volume"]
         if refine:
             coarse = scan["lse_coarse"] + scan["log_volume"] + d * math.log(2.0)
@@ -260,9 +259,8 @@ def grid_estimator(
             error = torch.full_like(log_px, math.nan)
         return log_px, error, scan["lse_boundary"] - scan["lse_all"], _truncation_error(scan)
 
-    n_final = 2 * n - 1 if refine else n
     log_px, error, boundary, truncation = finish(
-        _evaluate_grid(model, x, low, high, n_final, d, True, max_chunk_elements, False), n_final)
+        _evaluate_grid(model, x, low, high, 2 * n - 1 if refine else n, d, True, max_chunk_elements, False))
     box_low = low.double().expand(c, d).clone()
     box_high = high.double().expand(c, d).clone()
     adaptive_mask = torch.zeros(c, dtype=torch.bool, device=x.device)
@@ -276,7 +274,7 @@ def grid_estimator(
             b_low, b_high = _box_from_values(scan["values"], b_low, b_high, m, d, threshold)
         scan = _evaluate_grid(model, x_redo, b_low.to(x.dtype), b_high.to(x.dtype), 2 * m - 1, d, False,
                               max_chunk_elements, keep=False)
-        new_log_px, new_error, new_boundary, new_truncation = finish(scan, 2 * m - 1)
+        new_log_px, new_error, new_boundary, new_truncation = finish(scan)
         better = new_error + new_truncation < error[redo] + truncation[redo]
         take = redo[better]
         log_px[take], error[take], boundary[take] = new_log_px[better], new_error[better], new_boundary[better]

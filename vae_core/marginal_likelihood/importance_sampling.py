@@ -1,4 +1,4 @@
-"""Importance-sampling estimates of log p(x) (the cross-check of SPEC.md section 5)."""
+"""Importance-sampling estimates of log p(x) (the cross-check of docs/protocol.md, section 5)."""
 from __future__ import annotations
 
 import math
@@ -56,7 +56,7 @@ def importance_sampling_estimator(
     chunk_size: int | None = None,
     max_chunk_elements: int = DEFAULT_MAX_CHUNK_ELEMENTS,
 ) -> MarginalLikelihoodEstimate:
-    """Importance-sampling estimate of log p(x), the encoder as proposal (SPEC.md section 5 cross-check).
+    """Importance-sampling estimate of log p(x), the encoder as proposal (docs/protocol.md, section 5 cross-check).
 
     log p(x) ~ log (1/K) sum_k w_k, log w_k = log p(x, z_k) - log q(z_k|x), z_k ~ q(z|x), K =
     ``n_samples``. By Jensen's inequality its expectation is a lower bound on log p(x) that tightens

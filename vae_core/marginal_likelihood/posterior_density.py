@@ -1,4 +1,4 @@
-"""Batched density estimators q(z) fitted to posterior samples (Appendix D, step 2; SPEC.md section 5).
+"""Batched density estimators q(z) fitted to posterior samples (Appendix D, step 2; docs/protocol.md, section 5).
 
 A Gaussian kernel density estimate per datapoint, with the definition of scipy.stats.gaussian_kde
 (tested equal), whose bandwidth is chosen by held-out likelihood, and the Gaussian fit the authors
@@ -22,7 +22,7 @@ def scott_factor(n: int, d: int) -> float:
 
 # Multipliers of Scott's factor tried by the held-out bandwidth selection: exp((i - 5) / 2) for
 # i = 0..7, i.e. from e^-2.5 = 0.08 to e^1 = 2.7 times Scott's factor in steps of e^0.5. The
-# authors' code of the time (SPEC.md section 5) used i = 0..9 (up to 7.4 times Scott's factor); the
+# authors' code of the time (docs/protocol.md, section 5) used i = 0..9 (up to 7.4 times Scott's factor); the
 # two widest are dropped because a kernel wider than the posterior makes the ratios q / p(z|x)
 # heavy-tailed and biases the estimate upward, and held-out likelihood on 25 correlated samples
 # sometimes picks them (see select_kde_bandwidth).
@@ -97,7 +97,7 @@ class BatchedGaussian:
     """A Gaussian fitted to each batch element's samples: q_c = N(mean_c, Sigma_c).
 
     ``diagonal=True`` uses the per-dimension variances (ddof=1; the authors' fallback), otherwise
-    the full unbiased covariance; both with the relative ``ridge`` of :func:`_add_ridge`.
+    the full unbiased covariance; both with the relative ``ridge`` of :func:`add_ridge`.
     samples (C, n, D); :meth:`log_prob` maps (C, m, D) -> (C, m). Float64.
     """
 
