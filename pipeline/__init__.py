@@ -1,15 +1,11 @@
 """vaebench pipeline: everything that touches files, params and the command line.
 
-Importing it (the ``vaebench`` command does, before torch) sets ``OMP_WAIT_POLICY=ACTIVE`` unless
-the environment already sets it. A training step is a sequence of short parallel regions (a
-matrix product, then elementwise work, then another product); with the default policy OpenMP's
-worker threads go to sleep in between and each region waits for them to wake. Keeping them
-spinning made the fused AEVB step on the Figure 2 MNIST model about a quarter faster on this
-2-core machine (`vaebench bench`). The cost is a busy core while the process is otherwise idle:
-when running several stages at once (``dvc queue start --jobs N``), give each process its own
-cores with ``OMP_NUM_THREADS`` (then no thread spins on another's core), or set
-``OMP_WAIT_POLICY=PASSIVE``.
+Importing it (the ``vaebench`` command does, before torch) sets ``MKL_CBWR=AUTO,STRICT`` unless the
+environment already sets it: MKL's strict conditional-numerical-reproducibility mode, in which a
+matrix product's result does not depend on how many threads compute it. Every stage adapts its
+thread count to the cores other processes leave free (:mod:`pipeline.cpu_threads`), and this is
+what keeps the numbers of a run the same whatever the load on the machine.
 """
 import os
 
-os.environ.setdefault("OMP_WAIT_POLICY", "ACTIVE")
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")

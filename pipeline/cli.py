@@ -4,17 +4,16 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import torch
 
 from vae_core import NonFiniteLossError
 
 from .cli_options import params_option
+from .bench_commands import bench
+from .compare_commands import compare
 from .data_commands import data
 from .evaluate_commands import evaluate
-from .compare_commands import compare
 from .figure_commands import figures, report
-from .devices import DEVICE_CHOICES, resolve_device
-from .files import write_json
+from .devices import DEVICE_CHOICES
 from .params import ParamsError, load_params
 from .run_config import ALGORITHMS, DATASETS, build_run_config
 from .train import TrainingDivergedError, run_training
@@ -31,6 +30,7 @@ main.add_command(evaluate)
 main.add_command(figures)
 main.add_command(report)
 main.add_command(compare)
+main.add_command(bench)
 
 
 @main.command()
@@ -66,28 +66,6 @@ def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, par
         f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}{bounds}, "
         f"{final['training_samples_per_second']:,.0f} samples/s"
     )
-
-
-@main.command()
-@click.option("--steps", type=int, default=200, show_default=True, help="Updates per timed repeat.")
-@click.option("--repeats", type=int, default=5, show_default=True)
-@click.option("--threads", type=int, default=0, help="torch threads (0: torch's default, one per core).")
-@click.option("--marginal-likelihood-points", type=int, default=1000, show_default=True,
-              help="Datapoints for timing the marginal-likelihood estimators (0 skips them).")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default="auto", show_default=True)
-@click.option("--prepared-dir", type=click.Path(path_type=Path), default=Path("data/prepared"), show_default=True)
-@click.option("--out", type=click.Path(path_type=Path), default=Path("reports/bench.json"), show_default=True)
-def bench(steps, repeats, threads, marginal_likelihood_points, device, prepared_dir, out) -> None:
-    """Measure training and evaluation throughput against a tutorial loop and the arithmetic
-    limit (medians over repeats); write a JSON report. A benchmark: run it on a quiet machine."""
-    from .bench import bench_table, run_bench
-
-    if threads:
-        torch.set_num_threads(threads)
-    results = run_bench(prepared_dir, resolve_device(device), steps, repeats, marginal_likelihood_points)
-    write_json(out, results)
-    click.echo(bench_table(results))
-    click.echo(f"written to {out}")
 
 
 if __name__ == "__main__":

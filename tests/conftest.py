@@ -1,8 +1,11 @@
+import os
 import sys
 from pathlib import Path
 
-import pytest
-import torch
+os.environ.setdefault("MKL_CBWR", "AUTO,STRICT")  # as pipeline/__init__.py, before torch starts MKL
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
