@@ -5,18 +5,16 @@ from pathlib import Path
 
 import click
 
-from vae_core import NonFiniteLossError
-
-from .cli_options import params_option
+from .cli_options import params_option, user_errors
 from .bench_commands import bench
 from .compare_commands import compare
 from .data_commands import data
 from .evaluate_commands import evaluate
 from .figure_commands import figures, report
 from .devices import DEVICE_CHOICES
-from .params import ParamsError, load_params
+from .params import load_params, lookup
 from .run_config import ALGORITHMS, DATASETS, build_run_config
-from .train import TrainingDivergedError, run_training
+from .train import run_training
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -45,19 +43,20 @@ main.add_command(bench)
 @params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Resume an interrupted run from its last checkpoint.")
+@click.option("--force", is_flag=True, help="Retrain a run that has already finished with this configuration and code.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@user_errors
 def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, params_path,
-          prepared_dir, resume, progress) -> None:
+          prepared_dir, resume, force, progress) -> None:
     """Train one configuration and write its run directory (config, curve, checkpoints)."""
-    try:
-        params = load_params(params_path)
-        config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, seed, device)
-        run_dir = run_dir or config.default_run_dir()
-        final = run_training(
-            config, run_dir, prepared_dir or params["data"]["prepared_dir"], resume, progress
-        )
-    except (ParamsError, TrainingDivergedError, NonFiniteLossError, FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(params_path)
+    config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, seed, device)
+    run_dir = run_dir or config.default_run_dir()
+    final = run_training(config, run_dir, prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
+                         force=force)
+    if final.get("already_finished"):
+        click.echo(f"{run_dir}: already finished with this configuration, code and data; nothing to do "
+                   f"(--force retrains it)")
     bounds = "".join(
         f", {split} bound {final[f'final_{split}_lower_bound']:.2f}" for split in ("train", "test")
         if final[f"final_{split}_lower_bound"] is not None

@@ -6,11 +6,10 @@ from pathlib import Path
 
 import click
 
-from .cli_options import params_option
-from .download import DataDownloadError, download_all, mirrors_from
-from .params import ParamsError, load_params, lookup, require_positive_float, require_positive_int
-from .prepare import DataPrepareError, prepare_all
-from .restricted_unpickle import UnsafePickleError
+from .cli_options import params_option, user_errors
+from .download import download_all, mirrors_from
+from .params import ParamsError, load_params, lookup, require_int, require_positive_float, require_positive_int
+from .prepare import prepare_all
 
 
 @click.group()
@@ -30,16 +29,14 @@ def seconds(params: dict, key: str) -> float:
 @params_option()
 @click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
 @click.option("--mirror", "extra_mirrors", multiple=True, help="A mirror folder or URL prefix to try first (repeatable).")
+@user_errors
 def download(params_path, raw_dir, extra_mirrors) -> None:
     """Fetch every dataset file from a mirror or its canonical URL, verifying its sha256."""
-    try:
-        params = load_params(params_path)
-        mirrors = list(extra_mirrors) + mirrors_from(lookup(params, "data.mirrors"))
-        report = download_all(raw_dir or lookup(params, "data.raw_dir"), mirrors,
-                              timeout_seconds=seconds(params, "data.download_timeout_seconds"),
-                              deadline_seconds=seconds(params, "data.download_deadline_seconds"))
-    except (ParamsError, DataDownloadError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(params_path)
+    mirrors = list(extra_mirrors) + mirrors_from(lookup(params, "data.mirrors"))
+    report = download_all(raw_dir or lookup(params, "data.raw_dir"), mirrors,
+                          timeout_seconds=seconds(params, "data.download_timeout_seconds"),
+                          deadline_seconds=seconds(params, "data.download_deadline_seconds"))
     for name, entry in report.items():
         click.echo(f"{name}: verified sha256 {entry['sha256'][:16]}... from {entry['source']}")
 
@@ -48,19 +45,17 @@ def download(params_path, raw_dir, extra_mirrors) -> None:
 @params_option()
 @click.option("--raw-dir", type=click.Path(path_type=Path), default=None, help="Override data.raw_dir.")
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@user_errors
 def prepare(params_path, raw_dir, prepared_dir) -> None:
     """Check the raw files and write the .npz splits used for training."""
-    try:
-        params = load_params(params_path)
-        summary = prepare_all(
-            raw_dir or lookup(params, "data.raw_dir"),
-            prepared_dir or lookup(params, "data.prepared_dir"),
-            require_positive_int(lookup(params, "data.mnist.subset_ntrain"), "data.mnist.subset_ntrain"),
-            require_positive_int(lookup(params, "data.frey_face.train_size"), "data.frey_face.train_size"),
-            int(lookup(params, "data.frey_face.split_seed")),
-        )
-    except (ParamsError, DataPrepareError, UnsafePickleError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(params_path)
+    summary = prepare_all(
+        raw_dir or lookup(params, "data.raw_dir"),
+        prepared_dir or lookup(params, "data.prepared_dir"),
+        require_positive_int(lookup(params, "data.mnist.subset_ntrain"), "data.mnist.subset_ntrain"),
+        require_positive_int(lookup(params, "data.frey_face.train_size"), "data.frey_face.train_size"),
+        require_int(lookup(params, "data.frey_face.split_seed"), "data.frey_face.split_seed"),
+    )
     for name, entry in summary.items():
         if isinstance(entry, dict):
             click.echo(f"{name}: {entry['arrays']}")

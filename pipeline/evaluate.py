@@ -54,15 +54,21 @@ from vae_core.marginal_likelihood import (
 )
 
 from .code_dependencies import source_fingerprint
+from .cpu_threads import ThreadGovernor
 from .devices import resolve_device
 from .files import sha256_of, write_atomically
 from .params import ParamsError, active_profile, lookup, require_choice, require_positive_int
 from .run_directory import (MARGINAL_LIKELIHOOD_FILE, list_checkpoints, load_checkpoint, load_run_data,
-                            model_from_checkpoint, read_run_config)
+                            locked_run_directory, model_from_checkpoint, read_run_config, require_finished)
 
 COLUMNS = ["run", "algorithm", "ntrain", "samples_seen", "split", "estimator", "value", "standard_error",
            "points", "wall_seconds", "diagnostic", "diagnostic_value", "fingerprint"]
 CROSS_CHECKS = ("final", "all", "none")
+
+
+class EstimateError(ValueError):
+    """An estimator gave no usable number for a checkpoint."""
+
 # The estimators' code: the rows' fingerprint covers the import closure of this package.
 ESTIMATOR_MODULES = ("vae_core.marginal_likelihood",)
 
@@ -183,16 +189,24 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
     """Write ``run_dir/marginal_likelihood.csv`` for every checkpoint of the run; returns its rows."""
     run_dir = Path(run_dir)
     config = read_run_config(run_dir)
+    require_finished(run_dir)
+    with locked_run_directory(run_dir):
+        return _evaluate_checkpoints(run_dir, config, prepared_dir, settings, resolve_device(device), progress)
+
+
+def _evaluate_checkpoints(run_dir: Path, config, prepared_dir, settings: MarginalLikelihoodSettings,
+                          torch_device: torch.device, progress: bool) -> pd.DataFrame:
     checkpoints = list_checkpoints(run_dir)
-    torch_device = resolve_device(device)
     data = load_run_data(config, prepared_dir, torch_device, settings.train_points, settings.test_points)
     splits = {"train": data.eval_train, "test": data.eval_test}
     out = run_dir / MARGINAL_LIKELIHOOD_FILE
     existing = read_existing_rows(out)
     done = set(existing["fingerprint"].astype(str))
     estimator_source = source_fingerprint(ESTIMATOR_MODULES)[:16]
+    governor = ThreadGovernor()
     rows = []
     for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.name}", disable=not progress)):
+        governor.update()
         cross_check = settings.cross_checks == "all" or (settings.cross_checks == "final" and index == len(checkpoints) - 1)
         fingerprint = hashlib.sha256(
             f"{settings.fingerprint()} {sha256_of(path)} {cross_check} {estimator_source}".encode()).hexdigest()[:16]
@@ -210,6 +224,11 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
                 chains = state["algorithm"]["chains"][: x.shape[0]].to(torch_device)
             estimates = estimate_split(model, x, config.trains_encoder, settings, cross_check, chains)
             for estimate, seconds in estimates + ([grids[split]] if split in grids else []):
+                if not math.isfinite(estimate.mean()):
+                    raise EstimateError(
+                        f"{estimate.estimator} gave a non-finite log p(x) ({estimate.mean()}) on the {split} points of "
+                        f"{path}: the checkpoint's model has diverged or is damaged; no row was written for it "
+                        f"(the rows of earlier checkpoints are kept in {MARGINAL_LIKELIHOOD_FILE})")
                 diagnostic, diagnostic_value = diagnostic_of(estimate)
                 rows.append({
                     "run": run_dir.name, "algorithm": config.algorithm,

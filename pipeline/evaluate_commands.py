@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
+import numpy as np
 
-from .cli_options import params_option
+from .cli_options import params_option, user_errors
 from .devices import DEVICE_CHOICES
 from .estimator_variance import measure_estimator_variance
 from .estimator_variance import settings_from_params as variance_settings
 from .evaluate import evaluate_run, settings_from_params
-from .params import ParamsError, load_params, lookup
+from .params import load_params, lookup
 
 
 @click.group()
@@ -26,19 +27,21 @@ def evaluate() -> None:
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
+@user_errors
 def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, progress) -> None:
     """Estimate log p(x) at every checkpoint of a run: Appendix D, importance sampling and the grid."""
-    try:
-        params = load_params(params_path)
-        settings = settings_from_params(params, experiment)
-        frame = evaluate_run(run_dir, prepared_dir or lookup(params, "data.prepared_dir"), settings,
-                             device or lookup(params, "training.device"), progress)
-    except (ParamsError, FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(params_path)
+    settings = settings_from_params(params, experiment)
+    frame = evaluate_run(run_dir, prepared_dir or lookup(params, "data.prepared_dir"), settings,
+                         device or lookup(params, "training.device"), progress)
     last = frame[frame["samples_seen"] == frame["samples_seen"].max()]
     for row in last.itertuples():
         click.echo(f"{run_dir} @ {row.samples_seen:,} samples, {row.split:5s} {row.estimator:20s} "
                    f"{row.value:9.3f} +- {row.standard_error:.3f} ({row.points} points, {row.wall_seconds:.1f} s)")
+    for row in frame[~np.isfinite(frame.standard_error.astype(float))].itertuples():
+        click.echo(f"warning: {run_dir} @ {row.samples_seen:,} samples, {row.split} {row.estimator}: its standard "
+                   f"error is not finite (a chain that never moved, or posterior mass beyond the grid); the report "
+                   f"shows it and metrics.json leaves it out", err=True)
 
 
 @evaluate.command("estimator-variance")
@@ -47,13 +50,11 @@ def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, 
 @params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
+@user_errors
 def estimator_variance(runs_root, out, params_path, prepared_dir, device) -> None:
     """Variance of SGVB estimators A (eq. 6) and B (eq. 7) on every Figure 2 AEVB model."""
-    try:
-        params = load_params(params_path)
-        frame = measure_estimator_variance(runs_root, prepared_dir or lookup(params, "data.prepared_dir"),
-                                           variance_settings(params), device or lookup(params, "training.device"), out)
-    except (ParamsError, FileNotFoundError, ValueError) as err:
-        raise click.ClickException(str(err)) from err
+    params = load_params(params_path)
+    frame = measure_estimator_variance(runs_root, prepared_dir or lookup(params, "data.prepared_dir"),
+                                       variance_settings(params), device or lookup(params, "training.device"), out)
     wide = frame.pivot_table(index=["dataset", "nz"], columns="estimator", values=["value_variance", "gradient_variance"])
     click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}"))

@@ -11,9 +11,11 @@
 """
 from __future__ import annotations
 
+import errno
 import fcntl
 import glob
 import hashlib
+import io
 import json
 import os
 import shutil
@@ -25,8 +27,16 @@ from typing import Any, Callable, Iterable, Iterator
 import torch
 
 
+class DiskFullError(OSError):
+    """No space was left on the device while an output was written; nothing was replaced."""
+
+
 def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place.
+
+    A full disk raises :class:`DiskFullError` naming the file and the free space: the temporary is
+    removed and the previous ``path``, if any, is left as it was.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -36,6 +46,13 @@ def write_atomically(path: str | Path, write: Callable[[Path], None]) -> Path:
         write(tmp_path)
         os.chmod(tmp_path, 0o644)  # mkstemp creates 0600; outputs are ordinary readable files
         os.replace(tmp_path, path)
+    except OSError as err:
+        if err.errno != errno.ENOSPC:
+            raise
+        free = shutil.disk_usage(path.parent).free
+        raise DiskFullError(errno.ENOSPC, f"no space left on the device while writing {path} ({free:,} bytes free): "
+                                          f"free some space and run the same command again (it resumes; the previous "
+                                          f"{path.name}, if any, is intact)") from None
     finally:
         tmp_path.unlink(missing_ok=True)
     return path
@@ -48,7 +65,12 @@ def write_json(path: str | Path, payload: Any) -> Path:
 
 
 def save_torch(path: str | Path, payload: Any) -> Path:
-    return write_atomically(path, lambda tmp: torch.save(payload, tmp))
+    """``torch.save`` atomically. The payload is serialized in memory first, so a full disk
+    surfaces as an OSError of the write (torch's own writer reports it as a RuntimeError about
+    stream positions)."""
+    buffer = io.BytesIO()
+    torch.save(payload, buffer)
+    return write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 
 
 def sha256_of(path: str | Path, chunk_bytes: int = 1 << 20) -> str:

@@ -63,6 +63,12 @@ def require_positive_int(value: Any, key: str) -> int:
     return value
 
 
+def require_int(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamsError(f"{key} must be a whole number, got {value!r}")
+    return value
+
+
 def require_positive_float(value: Any, key: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
         raise ParamsError(f"{key} must be a positive number, got {value!r}")

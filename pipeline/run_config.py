@@ -11,11 +11,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .devices import DEVICE_CHOICES
 from .params import (
     ParamsError,
     active_profile,
     lookup,
     require_choice,
+    require_int,
     require_positive_float,
     require_positive_int,
 )
@@ -166,11 +168,11 @@ def build_run_config(
     )
     if step_size == "auto" and not grid:
         raise ParamsError("optimizer.step_size is auto but optimizer.step_size_grid is empty")
-    minibatch_size = require_positive_int(training["minibatch_size"], "training.minibatch_size")
+    minibatch_size = require_positive_int(lookup(params, "training.minibatch_size"), "training.minibatch_size")
     warmup = lookup(params, "optimizer.warmup_steps")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ParamsError(f"optimizer.warmup_steps must be a non-negative integer, got {warmup!r}")
-    trial = int(per_dataset.get("step_size_trial_samples", 0))
+    trial = require_int(per_dataset.get("step_size_trial_samples", 0), f"{prefix}.{dataset}.step_size_trial_samples")
     if step_size == "auto" and trial <= warmup * minibatch_size:
         raise ParamsError(
             f"{prefix}.{dataset}.step_size_trial_samples = {trial} does not reach past the "
@@ -187,21 +189,21 @@ def build_run_config(
             f"experiments.{experiment}.{dataset}.hidden_units",
         ),
         ntrain=ntrain,
-        seed=int(training["seed"] if seed is None else seed),
+        seed=require_int(lookup(params, "training.seed") if seed is None else seed, "training.seed"),
         samples=require_positive_int(per_dataset.get("samples"), f"{prefix}.{dataset}.samples"),
         minibatch_size=minibatch_size,
         samples_per_datapoint=require_positive_int(
-            training["samples_per_datapoint"], "training.samples_per_datapoint"
+            lookup(params, "training.samples_per_datapoint"), "training.samples_per_datapoint"
         ),
-        estimator=require_choice(training["estimator"], "training.estimator", SGVB_ESTIMATORS),
-        binarize=require_choice(training["binarize"], "training.binarize", BINARIZATIONS),
+        estimator=require_choice(lookup(params, "training.estimator"), "training.estimator", SGVB_ESTIMATORS),
+        binarize=require_choice(lookup(params, "training.binarize"), "training.binarize", BINARIZATIONS),
         step_size=None if step_size == "auto" else step_size,
         step_size_grid=grid,
         step_size_trial_samples=trial,
         warmup_steps=warmup,
-        adagrad_eps=require_positive_float(optimizer["adagrad_eps"], "optimizer.adagrad_eps"),
+        adagrad_eps=require_positive_float(lookup(params, "optimizer.adagrad_eps"), "optimizer.adagrad_eps"),
         weight_prior_std=require_positive_float(
-            optimizer["weight_prior_std"], "optimizer.weight_prior_std"
+            lookup(params, "optimizer.weight_prior_std"), "optimizer.weight_prior_std"
         ),
         init_std=require_positive_float(lookup(params, "model.init_std"), "model.init_std"),
         eval_points_per_decade=require_positive_int(
@@ -219,6 +221,6 @@ def build_run_config(
         checkpoint_every=require_positive_int(
             budgets.get("checkpoint_every"), f"{prefix}.checkpoint_every"
         ),
-        device=device or training.get("device", "auto"),
+        device=require_choice(device or training.get("device", "auto"), "training.device", DEVICE_CHOICES),
         algorithm_options=mcem_options(params) if algorithm == "mcem" else {},
     )

@@ -6,26 +6,35 @@
   resolved (``n_train``, ``resolved_device``, ``fingerprint``, the evaluation and checkpoint
   schedules);
 - ``curve.csv``, ``final.json``: the training curve and its summary (:mod:`pipeline.train`);
-- ``checkpoints/samples_<samples seen>.pt``: at fixed sample counts;
+- ``checkpoints/samples_<samples seen>.pt``: at fixed sample counts, each recorded with its sha256
+  in ``checkpoints/manifest.json`` once written;
 - ``marginal_likelihood.csv``: added by the evaluation stage (Figure 3 runs).
 
 This module reads config.json (:func:`read_run_config`, :func:`run_identity`), lists and loads
 checkpoints, builds the model a run trained (:func:`build_model`, :func:`model_from_checkpoint`)
-and loads the data a run sees (:func:`load_run_data`). Checkpoints are loaded with
-``torch.load(weights_only=True)``: they hold tensors and plain Python values only, so a run
+and loads the data a run sees (:func:`load_run_data`). A checkpoint is read only if its sha256
+matches the manifest (a damaged file is refused, not evaluated), and with
+``torch.load(weights_only=True)``: checkpoints hold tensors and plain Python values only, so a run
 directory from elsewhere (a DVC remote, a colleague) can never run code when it is read.
 """
 from __future__ import annotations
 
+import fcntl
+import fnmatch
 import json
+import os
+import shutil
+from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from vae_core.model import ModelConfig, VariationalAutoEncoder
 
+from .files import sha256_of, write_json
 from .prepared_data import PIXEL_SCALE, load_prepared
 from .run_config import RunConfig, dataset_spec
 
@@ -34,6 +43,12 @@ CURVE_FILE = "curve.csv"
 FINAL_FILE = "final.json"
 CHECKPOINTS_DIR = "checkpoints"
 MARGINAL_LIKELIHOOD_FILE = "marginal_likelihood.csv"
+CHECKPOINT_MANIFEST = "manifest.json"
+LOCK_FILE = ".lock"
+RETRAIN_DIR = ".retrain"  # a finished run retrained: the new run is written here, then replaces it
+# What vaebench writes in a run directory (and in its checkpoints/), besides the temporaries of
+# pipeline.files.write_atomically (".<name>.XXXXXXXX.tmp").
+RUN_ENTRIES = (CONFIG_FILE, CURVE_FILE, FINAL_FILE, CHECKPOINTS_DIR, MARGINAL_LIKELIHOOD_FILE, LOCK_FILE, RETRAIN_DIR)
 TRAINING_RECORD = ("n_train", "fingerprint")  # what training adds to the configuration in config.json
 
 
@@ -43,6 +58,14 @@ class MissingRunError(FileNotFoundError):
 
 class CorruptRunError(ValueError):
     """A file in a run directory cannot be read as what it should be."""
+
+
+class NotARunDirectoryError(ValueError):
+    """A folder given as a run directory holds files vaebench did not write."""
+
+
+class RunLockedError(RuntimeError):
+    """Another process is writing the run directory."""
 
 
 def _read_config_json(run_dir: Path) -> dict:
@@ -102,8 +125,107 @@ def run_directories(runs_root: str | Path, experiment: str) -> list[Path]:
     return sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
 
 
+def _is_temporary_of(name: str, owners: tuple[str, ...]) -> bool:
+    """Whether ``name`` is a write_atomically temporary of one of ``owners`` (.<owner>.XXXXXXXX.tmp)."""
+    return any(fnmatch.fnmatchcase(name, f".{owner}.????????.tmp") for owner in owners)
+
+
+def foreign_entries(run_dir: Path) -> list[str]:
+    """The entries of ``run_dir`` (and of its checkpoints/) that vaebench does not write there."""
+    foreign = [p.name for p in run_dir.iterdir()
+               if p.name not in RUN_ENTRIES and not _is_temporary_of(p.name, RUN_ENTRIES)]
+    checkpoints = run_dir / CHECKPOINTS_DIR
+    if checkpoints.is_dir():
+        foreign += [f"{CHECKPOINTS_DIR}/{p.name}" for p in checkpoints.iterdir()
+                    if not (fnmatch.fnmatchcase(p.name, "samples_*.pt") or p.name == CHECKPOINT_MANIFEST
+                            or _is_temporary_of(p.name, ("samples_*.pt", CHECKPOINT_MANIFEST)))]
+    return sorted(foreign)
+
+
+def check_run_directory(run_dir: Path) -> None:
+    """Refuse a ``run_dir`` that is not a (possibly empty or new) run directory of vaebench's, so
+    that training never deletes or overwrites files it did not write."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise NotARunDirectoryError(f"{run_dir} is a file, not a run directory: choose another --out")
+    if not run_dir.is_dir():
+        return
+    foreign = foreign_entries(run_dir)
+    if foreign:
+        raise NotARunDirectoryError(
+            f"{run_dir} holds files vaebench did not write ({', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}): it is not a run directory, and training would overwrite or "
+            f"delete them. Choose a new or empty --out, or move those files away")
+    written = [name for name in (CURVE_FILE, FINAL_FILE, CHECKPOINTS_DIR, MARGINAL_LIKELIHOOD_FILE)
+               if (run_dir / name).exists()]
+    if written and not (run_dir / CONFIG_FILE).is_file():
+        raise NotARunDirectoryError(
+            f"{run_dir} holds {', '.join(written)} but no {CONFIG_FILE}: they were not written by a vaebench "
+            f"run (a run writes {CONFIG_FILE} first). Choose a new or empty --out, or move them away")
+    if (run_dir / CONFIG_FILE).is_file():
+        read_run_config(run_dir)  # not ours, or damaged: a clear error naming the file
+
+
+@contextmanager
+def locked_run_directory(run_dir: Path) -> Iterator[None]:
+    """Hold ``run_dir``'s lock while writing it: a second process that tries fails at once with a
+    clear error, instead of interleaving its files with the first's. The lock (an exclusive
+    ``flock`` on ``run_dir/.lock``) dies with the process, so a killed run leaves none behind."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(run_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunLockedError(f"another vaebench process is writing {run_dir}: wait for it to finish, or "
+                                 f"write this run elsewhere (--out)") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def remove_temporaries(run_dir: Path) -> None:
+    """Delete the half-written files a killed run left (never read); only vaebench's own, under the lock."""
+    for folder, owners in ((run_dir, RUN_ENTRIES), (run_dir / CHECKPOINTS_DIR, ("samples_*.pt", CHECKPOINT_MANIFEST))):
+        if folder.is_dir():
+            for path in folder.iterdir():
+                if path.is_file() and _is_temporary_of(path.name, owners):
+                    path.unlink(missing_ok=True)
+
+
+def replace_run(staging: Path, run_dir: Path) -> None:
+    """Move a finished run from ``staging`` over the one in ``run_dir``, ``final.json`` last (until
+    it moves, ``staging`` still holds a finished run and a re-run completes the move)."""
+    for name in (CHECKPOINTS_DIR, CURVE_FILE, CONFIG_FILE, FINAL_FILE):
+        target = run_dir / name
+        if (staging / name).exists():
+            if target.is_dir():
+                shutil.rmtree(target)
+            os.replace(staging / name, target)
+    shutil.rmtree(staging)
+
+
 def checkpoint_path(run_dir: str | Path, samples_seen: int) -> Path:
     return Path(run_dir) / CHECKPOINTS_DIR / f"samples_{samples_seen:012d}.pt"
+
+
+def read_checkpoint_manifest(run_dir: str | Path) -> dict[str, str]:
+    """``checkpoints/manifest.json``: the sha256 of every checkpoint the run wrote, by file name."""
+    path = Path(run_dir) / CHECKPOINTS_DIR / CHECKPOINT_MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as err:
+        raise CorruptRunError(f"{path} cannot be read ({err}); delete the run directory and train it again") from None
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def record_checkpoint(path: Path) -> None:
+    """Add a checkpoint just written to its run's manifest (written atomically after the checkpoint:
+    a run killed in between leaves a checkpoint that is not recorded, which nothing trusts)."""
+    manifest = read_checkpoint_manifest(path.parent.parent)
+    manifest[path.name] = sha256_of(path)
+    write_json(path.parent / CHECKPOINT_MANIFEST, manifest)
 
 
 def list_checkpoints(run_dir: str | Path) -> list[Path]:
@@ -114,19 +236,43 @@ def list_checkpoints(run_dir: str | Path) -> list[Path]:
     return paths
 
 
+def require_finished(run_dir: str | Path) -> dict:
+    """The contents of a run's ``final.json``; MissingRunError if the run has not finished."""
+    path = Path(run_dir) / FINAL_FILE
+    if not path.is_file():
+        raise MissingRunError(f"{run_dir} has not finished training (no {FINAL_FILE}): finish it with the same "
+                              f"`vaebench train` (it resumes) or `dvc repro`, then evaluate it")
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise CorruptRunError(f"{path} cannot be read ({err}); train the run again") from None
+
+
 def final_checkpoint(run_dir: str | Path) -> Path:
-    """The checkpoint at the end of a run's budget (the newest one)."""
-    return list_checkpoints(run_dir)[-1]
+    """The checkpoint at the end of a finished run's budget."""
+    path = checkpoint_path(run_dir, int(require_finished(run_dir)["samples_seen"]))
+    if not path.is_file():
+        raise MissingRunError(f"{path} not found, though {run_dir} finished: train the run again")
+    return path
 
 
 def load_checkpoint(path: str | Path, device: torch.device | str = "cpu") -> dict:
-    """A checkpoint's contents, loaded without running any code (``weights_only=True``)."""
+    """A checkpoint's contents, after checking its sha256 against the run's manifest, loaded
+    without running any code (``weights_only=True``)."""
+    path = Path(path)
+    recorded = read_checkpoint_manifest(path.parent.parent).get(path.name)
+    if recorded is None:
+        raise CorruptRunError(f"checkpoint {path} is not recorded in {CHECKPOINTS_DIR}/{CHECKPOINT_MANIFEST} (a run "
+                              f"killed while writing it, or a file from elsewhere); re-run the training to replace it")
+    if sha256_of(path) != recorded:
+        raise CorruptRunError(f"checkpoint {path} has changed since it was written (its sha256 differs from the "
+                              f"manifest's): it is damaged; delete the run directory and train it again")
     try:
         return torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:  # truncated, corrupted, or carrying pickled objects
+    except Exception as err:  # not a checkpoint torch can read without running code
         raise CorruptRunError(
             f"checkpoint {path} cannot be read ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-            f"delete it and re-run the stage that wrote it") from None
+            f"delete the run directory and train it again") from None
 
 
 def build_model(config: RunConfig, device: torch.device | str = "cpu") -> VariationalAutoEncoder:

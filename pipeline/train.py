@@ -9,17 +9,24 @@ Choices a reader should know about:
   log-spaced sample counts (``eval_points_per_decade`` from ``eval_first_samples``) plus the end.
 - The plotted bound is estimator B with L = 1 on a fixed evaluation subset: the first
   ``eval_train_points`` training points and the first ``eval_test_points`` test points.
+- A run's fingerprint is its configuration, the source of every module the training stage
+  imports (:mod:`pipeline.code_dependencies`) and the sha256 of the data it trains on.
 - Resuming: a run directory with checkpoints and no ``final.json`` was interrupted. The newest
-  checkpoint whose fingerprint (the configuration, and the source of every module the training
-  stage imports, :mod:`pipeline.code_dependencies`) matches is loaded,
+  checkpoint with the same fingerprint (and the sha256 the run recorded for it) is loaded,
   including the RNG state and the curve so far, so the resumed run produces the same numbers as an
-  uninterrupted one. Anything else (a finished run, another configuration) starts afresh.
-- A NaN or inf objective stops the run with an error naming the last good checkpoint, which is
-  kept.
+  uninterrupted one. A finished run with the same fingerprint is not trained again (``--force``
+  does); one with another fingerprint is retrained beside it and replaced only when the new run
+  has finished (:func:`run_training`). A folder that holds files vaebench did not write is
+  refused, and a run directory is locked while a process writes it.
+- Torch's thread count follows the cores other processes leave free (:mod:`pipeline.cpu_threads`),
+  re-checked every ``PROGRESS_CHUNK_STEPS`` updates; the numbers do not depend on it.
+- A NaN or inf objective (or, for MCEM, a diverging one) stops the run with an error naming the
+  last good checkpoint, which is kept.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 import shutil
 import time
@@ -34,11 +41,15 @@ from vae_core import AEVB, NonFiniteLossError, OptimizerConfig
 from vae_core.training import select_step_size
 
 from .code_dependencies import source_fingerprint
+from .cpu_threads import ThreadGovernor
 from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
+from .prepared_data import recorded_sha256
 from .run_config import RunConfig
-from .run_directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, CorruptRunError, RunData,
-                            build_model, checkpoint_path, load_checkpoint, load_run_data)
+from .run_directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, RETRAIN_DIR, CorruptRunError,
+                            RunData, build_model, check_run_directory, checkpoint_path, load_checkpoint, load_run_data,
+                            locked_run_directory, record_checkpoint, remove_temporaries, replace_run,
+                            require_finished)
 
 CURVE_COLUMNS = ["samples_seen", "wall_seconds", "split", "metric", "value"]
 PROGRESS_CHUNK_STEPS = 200
@@ -83,9 +94,13 @@ def build_algorithm(config: RunConfig, step_size: float, n_train: int, device: t
     raise ValueError(f"unknown algorithm {config.algorithm!r}")
 
 
-def run_fingerprint(config: RunConfig) -> str:
-    """What a checkpoint must match to be resumed: the configuration and the training code."""
-    return hashlib.sha256((config.fingerprint() + source_fingerprint(TRAINING_MODULES)).encode()).hexdigest()
+def run_fingerprint(config: RunConfig, prepared_dir: str | Path) -> str:
+    """What a run is: its configuration, the training code, and the data it trains on (the
+    prepared file's sha256 as ``prepare`` recorded it). A checkpoint resumes, and a finished run
+    stands, only under the same fingerprint."""
+    parts = (config.fingerprint(), source_fingerprint(TRAINING_MODULES),
+             recorded_sha256(config.prepared_file, Path(prepared_dir)))
+    return hashlib.sha256(" ".join(parts).encode()).hexdigest()
 
 
 def find_resumable_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
@@ -143,15 +158,57 @@ def run_training(
     resume: bool = True,
     progress: bool = True,
     stop_after_samples: int | None = None,
+    force: bool = False,
 ) -> dict:
     """Train one configuration into ``run_dir``; returns the contents of ``final.json``.
+
+    - ``run_dir`` must be new, empty, or a run directory of vaebench's (anything else is refused:
+      training never deletes files it did not write), and is locked while this process writes it.
+    - A finished run of the same fingerprint (configuration, training code, data) is left as it
+      is (returned with ``already_finished``), unless ``force``. A finished run of another
+      fingerprint (or with ``force``) is retrained in ``run_dir/.retrain``, which replaces it
+      only once finished: a retraining killed midway loses nothing, and resumes.
+    - An interrupted run resumes from its newest checkpoint of the same fingerprint (``resume``).
 
     ``stop_after_samples`` ends the process early after that many samples, as if killed right
     after the checkpoint at or before it (used by the resume tests).
     """
     run_dir = Path(run_dir)
+    check_run_directory(run_dir)
+    with locked_run_directory(run_dir):
+        remove_temporaries(run_dir)
+        fingerprint = run_fingerprint(config, prepared_dir)
+        staging = run_dir / RETRAIN_DIR
+        if finished_fingerprint(staging) == fingerprint:  # a retraining killed while replacing the run
+            replace_run(staging, run_dir)
+        if finished_fingerprint(run_dir) == fingerprint and not force:
+            return {**require_finished(run_dir), "already_finished": True}
+        if finished_fingerprint(run_dir) is None:
+            return train_run(config, run_dir, prepared_dir, fingerprint, resume, progress, stop_after_samples)
+        if finished_fingerprint(staging) is not None or not resume:  # a finished or unwanted staging run
+            shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(exist_ok=True)
+        remove_temporaries(staging)
+        final = train_run(config, staging, prepared_dir, fingerprint, resume, progress, stop_after_samples)
+        if "stopped_at" not in final:
+            replace_run(staging, run_dir)
+        return final
+
+
+def finished_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint of the finished run in ``run_dir`` (None if there is none)."""
+    if not (run_dir / FINAL_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    try:
+        return json.loads((run_dir / CONFIG_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None
+
+
+def train_run(config: RunConfig, run_dir: Path, prepared_dir: str | Path, fingerprint: str, resume: bool,
+              progress: bool, stop_after_samples: int | None) -> dict:
+    """Train (or resume) the run in ``run_dir``, which holds no finished run; write ``final.json``."""
     device = resolve_device(config.device)
-    fingerprint = run_fingerprint(config)
     data = load_run_data(config, prepared_dir, device)
     n_train = data.train.shape[0]
     M = config.minibatch_size
@@ -159,8 +216,6 @@ def run_training(
     eval_points = evaluation_schedule(config.eval_first_samples, total, config.eval_points_per_decade, M)
     checkpoint_points = checkpoint_schedule(config.checkpoint_every, total, M)
 
-    for leftover in run_dir.glob("**/.*.tmp"):  # half-written files of a killed run; never read
-        leftover.unlink()
     state = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
     if state is None:
         for stale in (CHECKPOINTS_DIR, CURVE_FILE, FINAL_FILE):
@@ -171,6 +226,8 @@ def run_training(
         {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
          "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points},
     )
+    governor = ThreadGovernor()
+    governor.update()
 
     binarize = config.binarize == "dynamic"
     if state is None:
@@ -214,6 +271,7 @@ def run_training(
         for event in (e for e in events if e > samples_seen):
             while samples_seen < event:
                 steps = min(PROGRESS_CHUNK_STEPS, (event - samples_seen) // M)
+                governor.update()
                 start = time.perf_counter()
                 try:
                     last = algorithm.train_steps(data.train, steps, M, binarize)
@@ -233,7 +291,7 @@ def run_training(
                 eval_seconds += time.perf_counter() - start
                 write_curve(run_dir, rows)
             if event in checkpoint_points:
-                last_checkpoint = str(checkpoint_path(run_dir, samples_seen))
+                last_checkpoint = checkpoint_path(run_dir, samples_seen)
                 save_torch(
                     last_checkpoint,
                     {"fingerprint": fingerprint, "samples_seen": samples_seen,
@@ -242,6 +300,7 @@ def run_training(
                      "step_size_trial_scores": trial_scores, "trial_seconds": trial_seconds,
                      "train_seconds": train_seconds, "eval_seconds": eval_seconds},
                 )
+                record_checkpoint(last_checkpoint)
                 if stop_after_samples is not None and samples_seen >= stop_after_samples:
                     return {"stopped_at": samples_seen}
     finally:

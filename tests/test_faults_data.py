@@ -237,7 +237,7 @@ def test_4_prepare_interrupted_while_writing_leaves_no_output(tmp_path, fake_raw
 
     real_write_npz = prepare_module.write_npz
     monkeypatch.setattr(prepare_module, "write_npz", full_disk_on_second_file)
-    with pytest.raises(DataPrepareError, match="No space left on device"):
+    with pytest.raises(DataPrepareError, match="no space left on the device"):
         prepare_all(tmp_path / "raw", tmp_path / "prepared", 10, 1600, 1)
     assert names_in(tmp_path) == []
 

@@ -25,28 +25,7 @@ from vae_core import NonFiniteLossError, TrainingAlgorithm
 from vae_core.fused_aevb import StackedAEVB
 from vae_core.training import select_step_size
 
-from .conftest import REPO, write_prepared
-
-
-@pytest.fixture
-def tiny_setup(tmp_path):
-    """A params file and prepared MNIST-shaped data small enough to train in about a second."""
-    rng = np.random.default_rng(0)
-    prepared = tmp_path / "prepared"
-    images = (rng.random((600, 784)) < 0.2) * rng.integers(0, 256, (600, 784))
-    write_prepared(prepared, "mnist", train_x=images[:400].astype(np.uint8), test_x=images[400:].astype(np.uint8))
-    params = load_params(REPO / "params.yaml")
-    params["profile"] = "smoke"
-    params["experiments"]["fig2"]["mnist"]["hidden_units"] = 16
-    params["optimizer"]["warmup_steps"] = 5
-    params["profiles"]["smoke"]["fig2"] = {
-        "mnist": {"samples": 4000, "step_size_trial_samples": 1000},
-        "eval_points_per_decade": 4, "eval_first_samples": 200, "eval_train_points": 200,
-        "eval_test_points": 100, "checkpoint_every": 1000,
-    }
-    params_path = tmp_path / "params.yaml"
-    params_path.write_text(yaml.safe_dump(params))
-    return params, params_path, prepared, tmp_path
+from .conftest import REPO
 
 
 def config_of(params, algorithm="aevb", **overrides):

@@ -4,7 +4,7 @@ Nothing here touches files, DVC or the command line (docs/design.md).
 """
 from .aevb import AEVB
 from .optim import OptimizerConfig
-from .algorithm import NonFiniteLossError, TrainingAlgorithm
+from .algorithm import DivergenceError, NonFiniteLossError, TrainingAlgorithm
 from .estimators import (
     average_lower_bound,
     kl_diagonal_gaussian_to_standard_normal,
@@ -20,6 +20,7 @@ from .training import select_step_size
 __all__ = [
     "AEVB",
     "OptimizerConfig",
+    "DivergenceError",
     "NonFiniteLossError",
     "TrainingAlgorithm",
     "average_lower_bound",

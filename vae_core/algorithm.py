@@ -17,6 +17,10 @@ class NonFiniteLossError(FloatingPointError):
     """The objective became NaN or infinite; training must stop and keep its last good checkpoint."""
 
 
+class DivergenceError(NonFiniteLossError):
+    """The objective, though finite, left every plausible range: training diverged and must stop."""
+
+
 def draw_minibatch_indices(n_train: int, batch_size: int, device: torch.device) -> torch.Tensor:
     """M indices drawn uniformly with replacement, as the authors' code drew minibatches."""
     return torch.randint(n_train, (batch_size,), device=device)
