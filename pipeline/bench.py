@@ -27,18 +27,28 @@ One run measures, each as the median of ``repeats`` timed repeats after a warm-u
   default schedule.
 - **marginal likelihood** (optional): seconds per 1,000 datapoints of Appendix D, importance
   sampling (K = 5,000) and the grid on the Figure 3 model (pipeline.bench_marginal_likelihood).
+- **contention** (optional, about half a minute): AEVB training samples/s of both models quiet,
+  beside one competing CPU-bound process with the thread count adapted as the training loop
+  adapts it (:class:`pipeline.cpu_threads.ThreadGovernor`, updated before each chunk of 200
+  updates), and for contrast beside it pinned at the starting count; medians over rounds, ratios
+  to the quiet rate per round. The issue's target: beside the competitor training keeps at least
+  0.3x (aim 0.5x) of its quiet rate.
 
 Uses the prepared MNIST training split when it exists (random grey levels otherwise: the cost does
-not depend on the values). Run it on a quiet machine: a second busy process halves everything.
+not depend on the values). Run it on a quiet machine: everything but the contention part assumes
+one, and a busy neighbour shows in every number.
 """
 from __future__ import annotations
 
 import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -50,9 +60,13 @@ from vae_core import AEVB, ModelConfig, OptimizerConfig, VariationalAutoEncoder
 from vae_core.fused_aevb import StackedAEVB
 from vae_core.training import generator_like_global, train_stacked_steps
 
+from .cpu_threads import ThreadGovernor
+from .train import PROGRESS_CHUNK_STEPS
+
 M = 100
 X_DIM = 784
 MODELS = {"fig2_mnist_h500_nz20": (500, 20), "fig3_mnist_h100_nz3": (100, 3)}
+WATCH_SECONDS = 0.25  # how long a fresh thread governor watches the machine before a timed chunk
 ALGORITHMS = {"aevb": AEVB, "wake_sleep": WakeSleep, "mcem": MonteCarloEM}
 
 
@@ -223,7 +237,7 @@ def mcem_tuner_check(x: torch.Tensor, updates: int = 300) -> dict:
     algorithm.train_steps(x[:1000], updates - updates // 3, M)
     algorithm.accepted_total, algorithm.proposals_total = 0.0, 0
     algorithm.train_steps(x[:1000], updates // 3, M)
-    return {"acceptance_rate": round(algorithm.acceptance_rate, 4), "target": algorithm.target_accept,
+    return {"acceptance_rate": round(algorithm.acceptance_rate, 4), "target": algorithm.adaptation.target,
             "median_step_size": round(float(algorithm.step_sizes.median()), 4),
             "setting": f"Figure 3 model, Ntrain = 1,000, {updates} updates, acceptance over the last {updates // 3}"}
 
@@ -291,8 +305,95 @@ def marginal_likelihood_costs(points: int, device: torch.device) -> dict:
     return results
 
 
+@contextmanager
+def competing_process(settle_seconds: float = 0.5) -> Iterator[subprocess.Popen]:
+    """A CPU-bound process (a Python busy loop: one core's worth of work) running for the block
+    and killed after it, whatever happens; it runs ``settle_seconds`` before the block starts."""
+    process = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(settle_seconds)
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def chunked_rate(train: Callable[[int], object], chunk_steps: int, seconds: float, device: torch.device,
+                 governor: ThreadGovernor | None) -> tuple[float, int]:
+    """(training samples/s, threads of the last chunk) over chunks of ``chunk_steps`` updates
+    timed until ``seconds`` have passed, ``governor`` (if any) updated before each chunk as the
+    training loop does."""
+    timed, chunks = 0.0, 0
+    while chunks == 0 or timed < seconds:
+        threads = governor.update() if governor is not None else torch.get_num_threads()
+        synchronize(device)
+        start = time.perf_counter()
+        train(chunk_steps)
+        synchronize(device)
+        timed, chunks = timed + time.perf_counter() - start, chunks + 1
+    return chunks * chunk_steps * M / timed, threads
+
+
+def watching_governor(threads: int, seconds: float) -> ThreadGovernor:
+    """A fresh governor that starts at ``threads`` and has watched the machine for ``seconds``, as
+    a training run's watches it through the run's setup (data, step-size trials): its first
+    update already knows what other processes leave free. (Unwatched, the first chunk of 200
+    updates would run at the full count beside a competitor: at the crawl this bench measures
+    for the pinned count, tens of seconds for the Figure 2 model.)"""
+    torch.set_num_threads(threads)
+    governor = ThreadGovernor(threads)
+    time.sleep(seconds)
+    return governor
+
+
+def contention_round(train: Callable[[int], object], threads: int, chunk_steps: int, seconds: float,
+                     settle_seconds: float, device: torch.device) -> dict[str, tuple[float, int]]:
+    """(samples/s, threads) quiet through a governor, then beside a competing process through a
+    governor and pinned at ``threads`` (the count the bench started with). Pinned chunks are a
+    hundredth as long: without a governor only the timed span matters, and a pinned run may crawl."""
+    quiet = chunked_rate(train, chunk_steps, seconds, device, watching_governor(threads, WATCH_SECONDS))
+    with competing_process(settle_seconds):
+        contended = chunked_rate(train, chunk_steps, seconds, device, watching_governor(threads, WATCH_SECONDS))
+        torch.set_num_threads(threads)
+        pinned = chunked_rate(train, max(1, chunk_steps // 100), seconds, device, None)
+    return {"quiet": quiet, "contended": contended, "contended_pinned": pinned}
+
+
+def model_contention(x: torch.Tensor, hidden: int, z_dim: int, device: torch.device, rounds: int,
+                     chunk_steps: int, seconds: float, settle_seconds: float) -> dict:
+    """AEVB training of one model in ``rounds`` rounds of :func:`contention_round`: rates (medians
+    over rounds), ratios to the quiet rate (medians of the per-round ratios: the machine drifts) and
+    the thread counts each round ended with. Torch's thread count is restored afterwards."""
+    threads = torch.get_num_threads()
+    train, _ = algorithm_loop("aevb", x, hidden, z_dim, device)
+    try:
+        measured = [contention_round(train, threads, chunk_steps, seconds, settle_seconds, device)
+                    for _ in range(rounds)]
+    finally:
+        torch.set_num_threads(threads)
+    rates = {name: [m[name][0] for m in measured] for name in measured[0]}
+    return {"samples_per_second": {name: summary(values) for name, values in rates.items()},
+            "ratios": {"contended_over_quiet": median_ratio(rates["contended"], rates["quiet"]),
+                       "pinned_over_quiet": median_ratio(rates["contended_pinned"], rates["quiet"])},
+            "threads": {name: [m[name][1] for m in measured] for name in measured[0]}}
+
+
+def contention_bench(x: torch.Tensor, device: torch.device, rounds: int = 3, chunk_steps: int = PROGRESS_CHUNK_STEPS,
+                     seconds: float = 1.0, settle_seconds: float = 0.5) -> dict:
+    """Training beside one competing CPU-bound process, per model (:func:`model_contention`)."""
+    return {
+        "competitor": f"one CPU-bound process (python -c 'while True: pass'), started "
+                      f"{settle_seconds + WATCH_SECONDS:g} s before timing",
+        "rounds": rounds, "updates_per_chunk": chunk_steps, "seconds_timed": seconds,
+        "governor_watch_seconds": WATCH_SECONDS, "pinned_threads": torch.get_num_threads(),
+        "models": {name: model_contention(x, hidden, z_dim, device, rounds, chunk_steps, seconds, settle_seconds)
+                   for name, (hidden, z_dim) in MODELS.items()},
+    }
+
+
 def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeats: int,
-              marginal_likelihood_points: int = 0, stacked_runs: tuple[int, ...] = (1, 2, 4, 8)) -> dict:
+              marginal_likelihood_points: int = 0, stacked_runs: tuple[int, ...] = (1, 2, 4, 8),
+              contention: bool = True) -> dict:
     x, source = mnist_like_data(prepared_dir, device)
     results: dict = {
         "machine": {"device": str(device), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
@@ -365,6 +466,8 @@ def run_bench(prepared_dir: str | Path, device: torch.device, steps: int, repeat
     }
     if marginal_likelihood_points:
         results["marginal_likelihood_fig3"] = marginal_likelihood_costs(marginal_likelihood_points, device)
+    if contention:
+        results["contention"] = contention_bench(x, device)
     return results
 
 
@@ -393,4 +496,19 @@ def bench_table(results: dict) -> str:
     lines.append(f"MCEM tuner: acceptance {tuner['acceptance_rate']:.3f} (target {tuner['target']}), {tuner['setting']}")
     for name, e in results.get("marginal_likelihood_fig3", {}).items():
         lines.append(f"marginal likelihood {name}: {e['seconds_per_1000_points']:.1f} s per 1,000 points")
+    if "contention" in results:
+        lines += contention_lines(results["contention"])
     return "\n".join(lines)
+
+
+def contention_lines(contention: dict) -> list[str]:
+    """One line per model: AEVB samples/s quiet, beside the competitor (governed, pinned), ratios."""
+    lines = [f"beside {contention['competitor']} (AEVB samples/s, medians of {contention['rounds']} rounds; "
+             f"threads of the last round in brackets):"]
+    for name, e in contention["models"].items():
+        rates, ratios, threads = e["samples_per_second"], e["ratios"], e["threads"]
+        lines.append(f"  {name:22s} quiet {rates['quiet']['median']:8,.0f} [{threads['quiet'][-1]}]  contended "
+                     f"{rates['contended']['median']:8,.0f} [{threads['contended'][-1]}] = "
+                     f"{ratios['contended_over_quiet']:.2f}x  pinned {rates['contended_pinned']['median']:8,.0f} "
+                     f"[{threads['contended_pinned'][-1]}] = {ratios['pinned_over_quiet']:.2f}x")
+    return lines

@@ -99,12 +99,25 @@ def _parse_metrics(text: str, origin: str) -> dict[str, float]:
         raise CompareInputError(f"{origin} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(data, dict):
         raise CompareInputError(f"{origin} must hold a flat JSON object of metric: number")
-    metrics = {}
-    for key, value in data.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise CompareInputError(f"{origin}: metric {key!r} is {value!r}, not a number (metrics.json is flat)")
-        metrics[key] = float(value)
-    return metrics
+    return {key: _metric_value(value, key, origin) for key, value in data.items()}
+
+
+def _metric_value(value: object, key: str, origin: str) -> float:
+    """One metric as a float; anything but a finite number is an input error naming ``key``.
+
+    ``vaebench report`` never writes NaN or infinity into metrics.json (a metric without data is
+    left out), but Python's JSON reader accepts them (and numbers too large for a float), and no
+    verdict can be drawn from one."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise CompareInputError(f"{origin}: metric {key!r} is {value!r}, not a number (metrics.json is flat)")
+    try:
+        number = float(value)
+    except OverflowError:  # an integer beyond a float's range: infinite as a float
+        number = math.inf
+    if not math.isfinite(number):
+        raise CompareInputError(f"{origin}: metric {key!r} is {number}, not a finite number; metrics.json "
+                                f"holds finite numbers only: regenerate it with `vaebench report`")
+    return number
 
 
 def read_path(spec: str) -> dict[str, float]:

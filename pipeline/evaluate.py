@@ -188,14 +188,16 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
                  device: str = "auto", progress: bool = True) -> pd.DataFrame:
     """Write ``run_dir/marginal_likelihood.csv`` for every checkpoint of the run; returns its rows."""
     run_dir = Path(run_dir)
+    governor = ThreadGovernor()  # watches the machine from here on; sets the threads per checkpoint
     config = read_run_config(run_dir)
     require_finished(run_dir)
     with locked_run_directory(run_dir):
-        return _evaluate_checkpoints(run_dir, config, prepared_dir, settings, resolve_device(device), progress)
+        return _evaluate_checkpoints(run_dir, config, prepared_dir, settings, resolve_device(device), progress,
+                                     governor)
 
 
 def _evaluate_checkpoints(run_dir: Path, config, prepared_dir, settings: MarginalLikelihoodSettings,
-                          torch_device: torch.device, progress: bool) -> pd.DataFrame:
+                          torch_device: torch.device, progress: bool, governor: ThreadGovernor) -> pd.DataFrame:
     checkpoints = list_checkpoints(run_dir)
     data = load_run_data(config, prepared_dir, torch_device, settings.train_points, settings.test_points)
     splits = {"train": data.eval_train, "test": data.eval_test}
@@ -203,7 +205,6 @@ def _evaluate_checkpoints(run_dir: Path, config, prepared_dir, settings: Margina
     existing = read_existing_rows(out)
     done = set(existing["fingerprint"].astype(str))
     estimator_source = source_fingerprint(ESTIMATOR_MODULES)[:16]
-    governor = ThreadGovernor()
     rows = []
     for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.name}", disable=not progress)):
         governor.update()

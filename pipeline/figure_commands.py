@@ -10,8 +10,8 @@ from pathlib import Path
 
 import click
 
-from .cli_options import params_option
-from .params import ParamsError, load_params
+from .cli_options import params_option, user_errors
+from .params import load_params, lookup
 from .reference import REFERENCE_DIR
 
 
@@ -21,16 +21,14 @@ from .reference import REFERENCE_DIR
               help="Output directory (default reports/<profile>/figures).")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path), default=REFERENCE_DIR, show_default=True)
 @params_option()
+@user_errors
 def figures(runs_root, out, reference_dir, params_path) -> None:
     """Draw the paper's Figures 2-5 (PNG and SVG) from the runs."""
-    try:
-        params = load_params(params_path)
-        out = out or Path("reports") / params["profile"] / "figures"
-        from .figures import make_figures
+    params = load_params(params_path)
+    out = out or Path("reports") / lookup(params, "profile") / "figures"
+    from .figures import make_figures
 
-        index = make_figures(runs_root, out, params, reference_dir)
-    except (ParamsError, FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err)) from err
+    index = make_figures(runs_root, out, params, reference_dir)
     click.echo(f"{out}: {', '.join(f for names in index['figures'].values() for f in names)} "
                f"({index['wall_seconds']:.1f} s)")
 
@@ -42,16 +40,14 @@ def figures(runs_root, out, reference_dir, params_path) -> None:
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory (default reports/<profile>).")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path), default=REFERENCE_DIR, show_default=True)
 @params_option()
+@user_errors
 def report(runs_root, figures_dir, out, reference_dir, params_path) -> None:
     """Write the report (report.md, report.html), metrics.json and provenance.json."""
-    try:
-        params = load_params(params_path)
-        out = out or Path("reports") / params["profile"]
-        from .report import make_report
+    params = load_params(params_path)
+    out = out or Path("reports") / lookup(params, "profile")
+    from .report import make_report
 
-        result = make_report(runs_root, figures_dir or out / "figures", out, params, params_path, reference_dir)
-    except (ParamsError, FileNotFoundError, KeyError) as err:
-        raise click.ClickException(str(err)) from err
+    result = make_report(runs_root, figures_dir or out / "figures", out, params, params_path, reference_dir)
     for claim in result["claims"]:
         click.echo(f"{claim.verdict.upper():8s} {claim.key}: {claim.summary}")
     click.echo(f"{out}: report.md, report.html, metrics.json ({len(result['metrics'])} metrics), provenance.json")

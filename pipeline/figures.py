@@ -35,7 +35,7 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 import torch  # noqa: E402
 
-from .files import write_json  # noqa: E402
+from .files import staged_folder, write_json  # noqa: E402
 from .params import lookup  # noqa: E402
 from .reference import REFERENCE_DIR, Reference  # noqa: E402
 from .run_config import dataset_spec  # noqa: E402
@@ -246,24 +246,31 @@ def load_final_model(run_dir: Path):
 
 
 def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path = REFERENCE_DIR) -> dict:
-    """Draw Figures 2-5 into ``out`` (PNG and SVG) and index them in ``figures.json``."""
+    """Draw Figures 2-5 into ``out`` (PNG and SVG) and index them in ``figures.json``.
+
+    Every input is read first, and the figures are drawn into a staging folder and published
+    together once all are drawn (:func:`pipeline.files.staged_folder`, figures.json last): a run
+    that fails midway (a missing Figure 4 run, say) leaves the previous figures as they were."""
     start = time.perf_counter()
     experiments = lookup(params, "experiments")
     fig4 = experiments["fig4"]
     reference = Reference.load(reference_dir)
-    files = {}
     curves = load_curves(runs_root, "fig2")
-    files["fig2"] = save_figure(figure_2(curves, reference, experiments["fig2"]["mnist"]["nz"],
-                                         experiments["fig2"]["frey_face"]["nz"]), out, "fig2")
     ml = load_marginal_likelihoods(runs_root, "fig3")
-    files["fig3"] = save_figure(figure_3(ml, reference, experiments["fig3"]["ntrain"]), out, "fig3")
     manifold_models = {dataset: load_final_model(find_run(runs_root, "fig2", dataset, fig4[dataset]["nz"]))
                        for dataset in ("frey_face", "mnist")}
     cells = {dataset: int(fig4[dataset]["manifold_cells"]) for dataset in manifold_models}
-    files["fig4"] = save_figure(figure_4(manifold_models, cells), out, "fig4")
     sample_models = {nz: load_final_model(find_run(runs_root, "fig2", "mnist", nz)) for nz in fig4["samples_nz"]}
-    files["fig5"] = save_figure(figure_5(sample_models, int(fig4["samples_per_side"]), int(fig4["seed"])), out, "fig5")
-    index = {"figures": {name: [p.name for p in paths] for name, paths in files.items()},
-             "wall_seconds": round(time.perf_counter() - start, 1)}
-    write_json(Path(out) / FIGURES_INDEX, index)
+    drawings = {
+        "fig2": lambda: figure_2(curves, reference, experiments["fig2"]["mnist"]["nz"],
+                                 experiments["fig2"]["frey_face"]["nz"]),
+        "fig3": lambda: figure_3(ml, reference, experiments["fig3"]["ntrain"]),
+        "fig4": lambda: figure_4(manifold_models, cells),
+        "fig5": lambda: figure_5(sample_models, int(fig4["samples_per_side"]), int(fig4["seed"])),
+    }
+    with staged_folder(out, last=FIGURES_INDEX) as staging:
+        files = {name: save_figure(draw(), staging, name) for name, draw in drawings.items()}
+        index = {"figures": {name: [p.name for p in paths] for name, paths in files.items()},
+                 "wall_seconds": round(time.perf_counter() - start, 1)}
+        write_json(staging / FIGURES_INDEX, index)
     return index

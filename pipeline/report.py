@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from .claims import Claim, evaluate_claims, final_bounds, verdict_counts
-from .files import write_atomically, write_json
+from .files import staged_folder, write_atomically, write_json
 from .metrics import build_metrics
 from .params import lookup
 from .provenance import build_provenance
@@ -31,6 +31,7 @@ from .run_directory import MissingRunError
 from .run_results import load_curves, load_finals, load_marginal_likelihoods
 
 FIGURES_INDEX = "figures.json"  # written by the figures stage (pipeline.figures)
+METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 
 FIGURES = {
@@ -258,7 +259,12 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, params_path: Path,
                 reference_dir: Path = REFERENCE_DIR) -> dict:
-    """Write report.md, report.html, metrics.json, provenance.json and the plot tables into ``out``."""
+    """Write report.md, report.html, metrics.json, provenance.json and the plot tables into ``out``.
+
+    They are written into a staging folder and published together once all are written
+    (:func:`pipeline.files.staged_folder`), entry by entry beside the figures already in ``out``,
+    metrics.json last (``vaebench compare`` reads it): a report that fails midway leaves the
+    previous one whole."""
     start = time.perf_counter()
     out = Path(out)
     reference = Reference.load(reference_dir)
@@ -280,11 +286,12 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     provenance = build_provenance(Path(params_path).resolve().parent, params,
                                   Path(lookup(params, "data.raw_dir")), finals, ml, variance, times)
     blocks = build_blocks(params["profile"], claims, curves, ml, finals, reference, provenance, figure_files)
-    out.mkdir(parents=True, exist_ok=True)
-    write_atomically(out / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
-    write_atomically(out / "report.html",
-                     lambda tmp: tmp.write_text(render_html(blocks, out, f"vaebench report: {params['profile']}")))
-    write_json(out / "metrics.json", metrics)
-    write_json(out / "provenance.json", provenance)
-    write_plot_tables(curves, ml, out)
+    with staged_folder(out, last=METRICS_FILE) as staging:
+        write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
+        # the figures are read where they already are: under out (or figures_dir), not staged
+        write_atomically(staging / "report.html",
+                         lambda tmp: tmp.write_text(render_html(blocks, out, f"vaebench report: {params['profile']}")))
+        write_json(staging / "provenance.json", provenance)
+        write_plot_tables(curves, ml, staging)
+        write_json(staging / METRICS_FILE, metrics)
     return {"claims": claims, "metrics": metrics, "provenance": provenance}

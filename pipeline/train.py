@@ -175,6 +175,7 @@ def run_training(
     """
     run_dir = Path(run_dir)
     check_run_directory(run_dir)
+    governor = ThreadGovernor()  # watches the machine from here on (it needs a moment before its first look)
     with locked_run_directory(run_dir):
         remove_temporaries(run_dir)
         fingerprint = run_fingerprint(config, prepared_dir)
@@ -184,12 +185,12 @@ def run_training(
         if finished_fingerprint(run_dir) == fingerprint and not force:
             return {**require_finished(run_dir), "already_finished": True}
         if finished_fingerprint(run_dir) is None:
-            return train_run(config, run_dir, prepared_dir, fingerprint, resume, progress, stop_after_samples)
+            return train_run(config, run_dir, prepared_dir, fingerprint, resume, progress, stop_after_samples, governor)
         if finished_fingerprint(staging) is not None or not resume:  # a finished or unwanted staging run
             shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(exist_ok=True)
         remove_temporaries(staging)
-        final = train_run(config, staging, prepared_dir, fingerprint, resume, progress, stop_after_samples)
+        final = train_run(config, staging, prepared_dir, fingerprint, resume, progress, stop_after_samples, governor)
         if "stopped_at" not in final:
             replace_run(staging, run_dir)
         return final
@@ -206,8 +207,9 @@ def finished_fingerprint(run_dir: Path) -> str | None:
 
 
 def train_run(config: RunConfig, run_dir: Path, prepared_dir: str | Path, fingerprint: str, resume: bool,
-              progress: bool, stop_after_samples: int | None) -> dict:
-    """Train (or resume) the run in ``run_dir``, which holds no finished run; write ``final.json``."""
+              progress: bool, stop_after_samples: int | None, governor: ThreadGovernor) -> dict:
+    """Train (or resume) the run in ``run_dir``, which holds no finished run; write ``final.json``.
+    ``governor`` sets the thread count before the step-size trial and every chunk of updates."""
     device = resolve_device(config.device)
     data = load_run_data(config, prepared_dir, device)
     n_train = data.train.shape[0]
@@ -226,7 +228,6 @@ def train_run(config: RunConfig, run_dir: Path, prepared_dir: str | Path, finger
         {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
          "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points},
     )
-    governor = ThreadGovernor()
     governor.update()
 
     binarize = config.binarize == "dynamic"

@@ -14,6 +14,20 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 
+def pytest_addoption(parser):
+    parser.addoption("--device", default="cpu", choices=("cpu", "cuda"),
+                     help="where tests/test_devices.py runs its computations (scripts/gpu_check.sh passes cuda)")
+
+
+@pytest.fixture(scope="session")
+def device(request):
+    """The device of tests/test_devices.py: the CPU unless ``--device cuda``, which must then work."""
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.exit("--device cuda was asked for but torch sees no CUDA device", returncode=2)
+    return torch.device(name)
+
+
 @pytest.fixture(autouse=True)
 def _seed_everything():
     torch.manual_seed(1234)
