@@ -155,8 +155,8 @@ def check_run_directory(run_dir: Path) -> None:
             f"{run_dir} holds files vaebench did not write ({', '.join(foreign[:5])}"
             f"{' ...' if len(foreign) > 5 else ''}): it is not a run directory, and training would overwrite or "
             f"delete them. Choose a new or empty --out, or move those files away")
-    written = [name for name in (CURVE_FILE, FINAL_FILE, CHECKPOINTS_DIR, MARGINAL_LIKELIHOOD_FILE)
-               if (run_dir / name).exists()]
+    # what training would replace (it never touches marginal_likelihood.csv, the evaluation's)
+    written = [name for name in (CURVE_FILE, FINAL_FILE, CHECKPOINTS_DIR) if (run_dir / name).exists()]
     if written and not (run_dir / CONFIG_FILE).is_file():
         raise NotARunDirectoryError(
             f"{run_dir} holds {', '.join(written)} but no {CONFIG_FILE}: they were not written by a vaebench "

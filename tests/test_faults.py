@@ -24,7 +24,7 @@ from pipeline.cli import main
 from pipeline.cpu_threads import ThreadGovernor
 from pipeline.params import ParamsError
 from pipeline.run_config import build_run_config
-from pipeline.run_directory import (CorruptRunError, MissingRunError, NotARunDirectoryError, RunLockedError,
+from pipeline.run_directory import (CorruptRunError, NotARunDirectoryError, RunLockedError,
                                     locked_run_directory, record_checkpoint)
 from pipeline.train import TrainingDivergedError, run_training
 
