@@ -341,7 +341,7 @@ def watching_governor(threads: int, seconds: float) -> ThreadGovernor:
     updates would run at the full count beside a competitor: at the crawl this bench measures
     for the pinned count, tens of seconds for the Figure 2 model.)"""
     torch.set_num_threads(threads)
-    governor = ThreadGovernor(threads)
+    governor = ThreadGovernor(threads, adaptive=True)
     time.sleep(seconds)
     return governor
 

@@ -1,6 +1,7 @@
 """``vaebench``: the one command-line entry; DVC stages only call it."""
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -13,8 +14,9 @@ from .evaluate_commands import evaluate
 from .figure_commands import figures, report
 from .devices import DEVICE_CHOICES
 from .params import load_params, lookup
-from .run_config import ALGORITHMS, DATASETS, build_run_config
-from .train import run_training
+from .run_config import ALGORITHMS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
+from .run_directory import check_configuration_directory, seed_run_dir
+from .train import train_seeds
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -37,34 +39,44 @@ main.add_command(bench)
 @click.option("--nz", type=int, required=True, help="Latent dimensionality Nz.")
 @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="aevb", show_default=True)
 @click.option("--ntrain", type=int, default=None, help="Train on this training-set subset (Figure 3).")
-@click.option("--seed", type=int, default=None, help="Override training.seed.")
+@click.option("--seed", "seeds", type=int, multiple=True,
+              help="Train this seed (repeatable); default: the seeds params.yaml gives this configuration "
+                   "(profiles.<profile>.seeds).")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device (auto uses a GPU when present).")
-@click.option("--out", "run_dir", type=click.Path(path_type=Path), default=None, help="Run directory (default runs/<experiment>/<run-id>).")
+@click.option("--out", "configuration_dir", type=click.Path(path_type=Path), default=None,
+              help="The configuration's folder; each seed's run directory is <out>/seed<N> "
+                   "(default runs/<experiment>/<configuration>).")
 @params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--resume/--no-resume", default=True, show_default=True, help="Resume an interrupted run from its last checkpoint.")
-@click.option("--force", is_flag=True, help="Retrain a run that has already finished with this configuration and code.")
+@click.option("--force", is_flag=True, help="Retrain runs that have already finished with this configuration and code.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @user_errors
-def train(experiment, dataset, nz, algorithm, ntrain, seed, device, run_dir, params_path,
+def train(experiment, dataset, nz, algorithm, ntrain, seeds, device, configuration_dir, params_path,
           prepared_dir, resume, force, progress) -> None:
-    """Train one configuration and write its run directory (config, curve, checkpoints)."""
+    """Train one configuration, each of its seeds into its own run directory (config, curve,
+    checkpoints); fused AEVB seeds train together, stacked."""
     params = load_params(params_path)
-    config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, seed, device)
-    run_dir = run_dir or config.default_run_dir()
-    final = run_training(config, run_dir, prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
-                         force=force)
-    if final.get("already_finished"):
-        click.echo(f"{run_dir}: already finished with this configuration, code and data; nothing to do "
-                   f"(--force retrains it)")
-    bounds = "".join(
-        f", {split} bound {final[f'final_{split}_lower_bound']:.2f}" for split in ("train", "test")
-        if final[f"final_{split}_lower_bound"] is not None
-    )
-    click.echo(
-        f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}{bounds}, "
-        f"{final['training_samples_per_second']:,.0f} samples/s"
-    )
+    config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, None, device)
+    configuration_dir = configuration_dir or config.default_configuration_dir()
+    seeds = list(seeds) or configuration_seeds(params, experiment, Path(configuration_dir).name)
+    check_configuration_directory(configuration_dir)
+    configs = [replace(config, seed=seed) for seed in seeds]
+    run_dirs = [seed_run_dir(configuration_dir, seed) for seed in seeds]
+    finals = train_seeds(configs, run_dirs, prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
+                         force=force, parallel=seeds_side_by_side(params))
+    for run_dir, final in zip(run_dirs, finals):
+        if final.get("already_finished"):
+            click.echo(f"{run_dir}: already finished with this configuration, code and data; nothing to do "
+                       f"(--force retrains it)")
+        bounds = "".join(
+            f", {split} bound {final[f'final_{split}_lower_bound']:.2f}" for split in ("train", "test")
+            if final[f"final_{split}_lower_bound"] is not None
+        )
+        click.echo(
+            f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}{bounds}, "
+            f"{final['training_samples_per_second']:,.0f} samples/s"
+        )
 
 
 if __name__ == "__main__":

@@ -13,16 +13,35 @@ and params.yaml ``compare:`` holds one tolerance per family:
 
 | family | keys | "same" when | better |
 |---|---|---|---|
-| bound | ``*_lb`` | abs(diff) <= ``bound_nats`` | higher |
-| marginal_likelihood | ``*_ml``, ``*_ml_is``, ``*_ml_grid`` | abs(diff) <= ``marginal_likelihood_se`` x combined s.e. + ``marginal_likelihood_floor_nats`` | higher |
+| bound | ``*_lb`` | abs(diff) <= ``bound_nats`` + seed widening | higher |
+| marginal_likelihood | ``*_ml``, ``*_ml_is``, ``*_ml_grid`` | abs(diff) <= ``marginal_likelihood_se`` x combined s.e. + ``marginal_likelihood_floor_nats`` + seed widening | higher |
 | throughput | ``speed/*`` | ``throughput_ratio`` <= new / base <= 1 / ``throughput_ratio`` | higher |
-| claim | ``claims/*`` | unchanged verdict | pass |
+| claim | ``claims/*``, ``claims_paper_at_budget/*`` | unchanged verdict (1 pass, 0.5 inconclusive, 0 fail) | pass > inconclusive > fail |
 | variance | ``estimator_variance/*`` | ``variance_ratio`` bounds the ratio, as throughput | lower |
-| info | ``*/samples``, ``*_ml_se`` | equal | (never a regression; shown as "changed") |
+| info | ``*/samples``, ``*_ml_se``, ``*_seed_se``, ``*/seeds`` | equal | (never a regression; shown as "changed") |
+
+Seeds. A configuration trained with several seeds has, besides its aggregate keys (the names
+above, each the mean over seeds), ``K_seed_se`` (the standard error of that mean over seeds:
+sample s.d. / sqrt(n); only with n >= 2 seeds), ``<configuration>/seeds`` (n) and per-seed keys
+with a ``seed<S>`` element before the last one (``fig2/mnist/nz20/aevb/seed2/test_lb``), which
+belong to the family of their last element. Seed-to-seed variation is not a regression, so a
+bound's or marginal likelihood's tolerance above is widened by ``k`` x spread, ``k`` being
+params.yaml ``compare.seed_spread_multiplier`` (2.0 when absent; 0 turns widening off):
+
+- an aggregate key K: spread = sqrt(se_base^2 + se_new^2), se being that side's ``K_seed_se``
+  (0 for a side without it; no widening when neither side has it);
+- a per-seed key ``P/seed<S>/NAME``: the spread of one seed's value, each side's seed s.d.
+  ``P/NAME_seed_se`` x sqrt(``P/seeds``), combined in quadrature over the sides that have both.
+
+A widened row says so in its ``note`` ("tolerance widened by seed spread: +0.84 nats (2 x 0.42)"),
+shown in a ``note`` column, and the summary line counts the widened metrics. Against ``paper``
+(which has no seeds, so none of these keys) an aggregate is widened by the run side's own
+``K_seed_se``; per-seed, ``_seed_se`` and ``seeds`` keys are not compared with the paper.
 
 Verdicts: ``better``, ``same``, ``worse``, ``changed`` (info only), ``added`` (only in NEW),
 ``removed`` (only in BASE). A regression is any ``worse``, and any ``removed`` unless
-``--allow-removed`` (a metric that vanished can hide one).
+``--allow-removed`` (a metric that vanished can hide one) -- except a ``*_seed_se`` or ``*/seeds``
+key, which vanishes when NEW has a single seed and hides nothing.
 """
 from __future__ import annotations
 
@@ -39,6 +58,8 @@ from .reference import REFERENCE_DIR, Reference
 VERDICTS = ("better", "same", "worse", "changed", "added", "removed")
 TOLERANCE_KEYS = ("bound_nats", "marginal_likelihood_se", "marginal_likelihood_floor_nats", "throughput_ratio",
                   "variance_ratio")
+DEFAULT_SEED_SPREAD_MULTIPLIER = 2.0  # params.yaml compare.seed_spread_multiplier, when absent
+PER_SEED_KEY = re.compile(r"(?P<prefix>.+)/seed(?P<seed>\d+)/(?P<name>[^/]+)")  # P/seed<S>/NAME
 
 
 class CompareInputError(ValueError):
@@ -54,11 +75,30 @@ class Row:
     difference: float | None
     verdict: str
     rule: str  # the tolerance that decided, in words
+    note: str = ""  # e.g. "tolerance widened by seed spread: +0.84 nats (2 x 0.42)"
+    seed_widening: float = 0.0  # nats added to the tolerance by the seed spread (k x spread)
+
+
+class Metrics(dict):
+    """A side's metrics to compare, with ``spreads``: seed-spread metrics (``*_seed_se``,
+    ``*/seeds``) the tolerances read though they are not compared -- a run's, when the other side
+    is the paper (which has none, so only the keys the paper shows are compared)."""
+
+    def __init__(self, metrics: dict[str, float], spreads: dict[str, float] | None = None):
+        super().__init__(metrics)
+        self.spreads = dict(spreads or {})
+
+
+def is_seed_info(key: str) -> bool:
+    """A seed spread (``*_seed_se``) or seed count (``*/seeds``) key."""
+    return key.endswith("_seed_se") or key.endswith("/seeds")
 
 
 def family_of(key: str) -> str:
-    if key.startswith("claims/"):
+    if key.startswith("claims/") or key.startswith("claims_paper_at_budget/"):
         return "claim"
+    if is_seed_info(key):
+        return "info"
     if key.startswith("speed/"):
         return "throughput"
     if key.startswith("estimator_variance/"):
@@ -82,6 +122,14 @@ def tolerances_from_params(params: dict) -> dict[str, float]:
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
             raise CompareInputError(f"compare.{key} must be a non-negative number, got {value!r}")
         tolerances[key] = float(value)
+    if "seed_spread_multiplier" in section:
+        value = section["seed_spread_multiplier"]
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+            raise CompareInputError(f"compare.seed_spread_multiplier must be a non-negative number (the tolerance "
+                                    f"of a bound or marginal likelihood widens by it x the seed spread), got {value!r}")
+        tolerances["seed_spread_multiplier"] = float(value)
+    else:
+        tolerances["seed_spread_multiplier"] = DEFAULT_SEED_SPREAD_MULTIPLIER
     for key in ("throughput_ratio", "variance_ratio"):
         if not 0 < tolerances[key] <= 1:
             raise CompareInputError(f"compare.{key} must be in (0, 1] (a ratio new/base below it is worse), "
@@ -152,9 +200,14 @@ def read_revision(spec: str, repo: Path, profile: str) -> dict[str, float]:
 
 
 def paper_metrics(like: dict[str, float], reference: Reference) -> dict[str, float]:
-    """The paper's values for the bound and marginal-likelihood keys of ``like``, at its budgets."""
+    """The paper's values for the bound and marginal-likelihood keys of ``like``, at its budgets.
+
+    Only aggregate keys (means over seeds): the paper has no seeds, so per-seed keys and the seed
+    spread and count keys of ``like`` have no counterpart here."""
     metrics = {}
     for key in like:
+        if PER_SEED_KEY.fullmatch(key) or is_seed_info(key):
+            continue
         match = re.fullmatch(r"fig2/(\w+)/nz(\d+)/(\w+)/(train|test)_lb", key)
         if match:
             dataset, nz, algorithm, split = match.groups()
@@ -194,21 +247,56 @@ def _ratio_verdict(base: float, new: float, ratio: float, higher_is_better: bool
     return "better" if (quotient > 1) == higher_is_better else "worse"
 
 
+def _side_seed_spread(key: str, side: dict) -> float | None:
+    """One side's seed spread of ``key``: for an aggregate K its ``K_seed_se``; for a per-seed key
+    ``P/seed<S>/NAME`` one seed's s.d., ``P/NAME_seed_se`` x sqrt(``P/seeds``); None without it."""
+    match = PER_SEED_KEY.fullmatch(key)
+    if match is None:
+        return side.get(f"{key}_seed_se")
+    prefix, name = match["prefix"], match["name"]
+    se, n = side.get(f"{prefix}/{name}_seed_se"), side.get(f"{prefix}/seeds")
+    if se is None or n is None or n < 1:
+        return None
+    return se * math.sqrt(n)
+
+
+def seed_spread(key: str, base_all: dict, new_all: dict) -> float | None:
+    """The two sides' seed spreads of ``key`` in quadrature (a side without one counts 0); None
+    when neither side has one (the configuration has a single seed, or predates seeds)."""
+    spreads = [_side_seed_spread(key, side) for side in (base_all, new_all)]
+    if all(s is None for s in spreads):
+        return None
+    return math.hypot(*(s or 0.0 for s in spreads))
+
+
 def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict, tolerances: dict) -> Row:
     family = family_of(key)
     difference = new - base
+    note, widening = "", 0.0
+    if family in ("bound", "marginal_likelihood"):
+        k = tolerances.get("seed_spread_multiplier", DEFAULT_SEED_SPREAD_MULTIPLIER)
+        spread = seed_spread(key, base_all, new_all)
+        if spread is not None and k * spread > 0:
+            widening = k * spread
+            what = "s.d." if PER_SEED_KEY.fullmatch(key) else "s.e."
+            seed_term = f" + {k:g} x seed {what} {spread:.3g}"
+            note = f"tolerance widened by seed spread: +{widening:.3g} nats ({k:g} x {spread:.3g})"
+        else:
+            seed_term = ""
     if family == "bound":
-        tolerance = tolerances["bound_nats"]
+        tolerance = tolerances["bound_nats"] + widening
         verdict = "same" if abs(difference) <= tolerance else ("better" if difference > 0 else "worse")
-        rule = f"|diff| <= {tolerance:g} nats"
+        rule = (f"|diff| <= {tolerances['bound_nats']:g}{seed_term} = {tolerance:.3g} nats" if seed_term
+                else f"|diff| <= {tolerance:g} nats")
     elif family == "marginal_likelihood":
         stem = re.sub(r"_ml(_is|_grid)?$", "", key)
         errors = [side.get(f"{stem}_ml_se", 0.0) for side in (base_all, new_all)]
         combined = math.hypot(*errors)
-        tolerance = tolerances["marginal_likelihood_se"] * combined + tolerances["marginal_likelihood_floor_nats"]
+        tolerance = (tolerances["marginal_likelihood_se"] * combined + tolerances["marginal_likelihood_floor_nats"]
+                     + widening)
         verdict = "same" if abs(difference) <= tolerance else ("better" if difference > 0 else "worse")
         rule = (f"|diff| <= {tolerances['marginal_likelihood_se']:g} x s.e. {combined:.3g} + "
-                f"{tolerances['marginal_likelihood_floor_nats']:g} = {tolerance:.3g} nats")
+                f"{tolerances['marginal_likelihood_floor_nats']:g}{seed_term} = {tolerance:.3g} nats")
     elif family == "throughput":
         verdict = _ratio_verdict(base, new, tolerances["throughput_ratio"], higher_is_better=True)
         rule = f"new/base within [{tolerances['throughput_ratio']:g}, {1 / tolerances['throughput_ratio']:.3g}]"
@@ -217,11 +305,11 @@ def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict
         rule = f"new/base within [{tolerances['variance_ratio']:g}, {1 / tolerances['variance_ratio']:.3g}], lower is better"
     elif family == "claim":
         verdict = "same" if new == base else ("better" if new > base else "worse")
-        rule = "1 = pass, 0 = fail"
+        rule = "1 = pass, 0.5 = inconclusive, 0 = fail"
     else:
         verdict = "same" if new == base else "changed"
         rule = "informational"
-    return Row(key, family, base, new, difference, verdict, rule)
+    return Row(key, family, base, new, difference, verdict, rule, note, widening)
 
 
 def compare_metrics(base: dict[str, float], new: dict[str, float], tolerances: dict[str, float],
@@ -230,6 +318,9 @@ def compare_metrics(base: dict[str, float], new: dict[str, float], tolerances: d
         return (not only or any(fnmatch.fnmatchcase(key, p) for p in only)) and \
             not any(fnmatch.fnmatchcase(key, p) for p in exclude)
 
+    # what the tolerances read: every metric of a side, and seed spreads it carries uncompared
+    base_all = {**getattr(base, "spreads", {}), **base}
+    new_all = {**getattr(new, "spreads", {}), **new}
     rows = []
     for key in sorted(set(base) | set(new)):
         if not selected(key):
@@ -239,7 +330,7 @@ def compare_metrics(base: dict[str, float], new: dict[str, float], tolerances: d
         elif key not in base:
             rows.append(Row(key, family_of(key), None, new[key], None, "added", "only in NEW"))
         else:
-            rows.append(compare_one(key, base[key], new[key], base, new, tolerances))
+            rows.append(compare_one(key, base[key], new[key], base_all, new_all, tolerances))
     return rows
 
 
@@ -253,21 +344,34 @@ def resolve_sides(base_spec: str, new_spec: str, repo: Path, profile: str,
             reference = Reference.load(repo / reference_dir if not Path(reference_dir).is_absolute() else reference_dir)
         except FileNotFoundError as err:
             raise CompareInputError(str(err)) from None
+        # only what the paper shows is compared; the run keeps its seed spreads for the tolerances
         if base is None:
             base = paper_metrics(new, reference)
-            new = {k: v for k, v in new.items() if k in base}  # only what the paper shows
+            new = Metrics({k: v for k, v in new.items() if k in base}, _seed_info(new))
         else:
             new = paper_metrics(base, reference)
-            base = {k: v for k, v in base.items() if k in new}
+            base = Metrics({k: v for k, v in base.items() if k in new}, _seed_info(base))
     return base, new
 
 
+def _seed_info(metrics: dict[str, float]) -> dict[str, float]:
+    return {k: v for k, v in metrics.items() if is_seed_info(k)}
+
+
 def regressions(rows: list[Row], allow_removed: bool = False) -> list[Row]:
-    return [r for r in rows if r.verdict == "worse" or (r.verdict == "removed" and not allow_removed)]
+    """Every ``worse``, and every ``removed`` unless allowed -- but for seed spread and count keys:
+    those vanish when NEW has one seed, and hide nothing (the mean over seeds is still compared)."""
+    return [r for r in rows if r.verdict == "worse"
+            or (r.verdict == "removed" and not allow_removed and not is_seed_info(r.key))]
 
 
 def counts(rows: list[Row]) -> dict[str, int]:
     return {verdict: sum(r.verdict == verdict for r in rows) for verdict in VERDICTS}
+
+
+def widened(rows: list[Row]) -> list[Row]:
+    """The rows whose tolerance the seed spread widened."""
+    return [r for r in rows if r.seed_widening > 0]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -284,20 +388,24 @@ def _cell(value: float | None) -> str:
 def render(rows: list[Row], fmt: str, base_label: str, new_label: str, allow_removed: bool = False) -> str:
     bad = regressions(rows, allow_removed)
     summary = ", ".join(f"{n} {v}" for v, n in counts(rows).items() if n)
+    n_widened = len(widened(rows))
     if fmt == "json":
         return json.dumps({"base": base_label, "new": new_label, "counts": counts(rows),
+                           "widened_by_seed_spread": n_widened,
                            "regressions": [r.key for r in bad], "metrics": [asdict(r) for r in rows]}, indent=2)
-    header = ["metric", base_label, new_label, "diff", "verdict"]
+    with_notes = any(r.note for r in rows)
+    header = ["metric", base_label, new_label, "diff", "verdict"] + (["note"] if with_notes else [])
     body = [[r.key, _cell(r.base), _cell(r.new), "–" if r.difference is None else f"{r.difference:+.3g}",
-             r.verdict.upper() if r in bad else r.verdict] for r in rows]
+             r.verdict.upper() if r in bad else r.verdict] + ([r.note] if with_notes else []) for r in rows]
     footer = (f"{len(rows)} metrics: {summary or 'none'}. "
+              + (f"{n_widened} metric(s) had their tolerance widened by seed spread. " if n_widened else "")
               + (f"{len(bad)} regression(s): {', '.join(r.key for r in bad[:10])}{' ...' if len(bad) > 10 else ''}"
                  if bad else "No regression."))
     if fmt == "markdown":
-        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|"]
+        lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|" + ("---|" if with_notes else "")]
         lines += ["| " + " | ".join(row) + " |" for row in body]
         return "\n".join(lines + ["", footer])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body)] if body else [len(h) for h in header]
-    line = lambda cells: "  ".join(c.ljust(w) if i in (0, 4) else c.rjust(w)  # noqa: E731
+    line = lambda cells: "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line(header), line(["-" * w for w in widths])] + [line(row) for row in body] + ["", footer])

@@ -23,7 +23,7 @@ from .devices import resolve_device
 from .files import write_atomically
 from .params import ParamsError, lookup, require_positive_int
 from .run_directory import (final_checkpoint, load_checkpoint, load_run_data, model_from_checkpoint, read_run_config,
-                            run_directories)
+                            run_directories, seed_directories)
 
 COLUMNS = ["run", "dataset", "nz", "hidden_units", "samples_seen", "estimator", "value_mean", "value_variance",
            "gradient_variance", "gradient_variance_encoder", "gradient_variance_decoder", "gradient_norm",
@@ -48,7 +48,9 @@ def measure_estimator_variance(runs_root: Path, prepared_dir: Path, settings: di
     rows = []
     for run_dir in run_directories(runs_root, "fig2"):
         config = read_run_config(run_dir)
-        if config.algorithm != "aevb":
+        # the first seed of each AEVB configuration (docs/protocol.md, section 10): a property of
+        # the estimators on a trained model, measured on one model per configuration
+        if config.algorithm != "aevb" or seed_directories(run_dir.parent)[0] != run_dir:
             continue
         checkpoint = final_checkpoint(run_dir)
         state = load_checkpoint(checkpoint, device)
@@ -61,7 +63,7 @@ def measure_estimator_variance(runs_root: Path, prepared_dir: Path, settings: di
                                               settings["value_repeats"])
             gradients = estimator_gradient_variance(model, data.train[: settings["gradient_points"]], estimator,
                                                     settings["gradient_repeats"])
-            rows.append({"run": run_dir.name, "dataset": config.dataset, "nz": config.z_dim,
+            rows.append({"run": run_dir.parent.name, "seed": config.seed, "dataset": config.dataset, "nz": config.z_dim,
                          "hidden_units": config.hidden_units, "samples_seen": int(state["samples_seen"]),
                          "estimator": estimator, **values, **gradients,
                          "value_points": min(settings["value_points"], data.train.shape[0]),

@@ -16,7 +16,9 @@ the two cross-checks on the checkpoints ``cross_checks`` selects (``final``: the
 chains start and which proposal importance sampling uses are the method's choices
 (:mod:`vae_core.marginal_likelihood.protocol`).
 
-``marginal_likelihood.csv`` (one row per checkpoint x split x estimator; columns
+Each seed of a configuration writes ``runs/marginal_likelihood/<experiment>/<configuration>/seed<N>.csv``
+(:func:`evaluate_configuration`; the first seed with the profile's settings, the others with its
+``other_seeds`` settings) (one row per checkpoint x split x estimator; columns
 :data:`COLUMNS`): ``value`` is the average log p(x) per datapoint in nats, ``standard_error`` the
 estimator's own error of that average (independent Monte Carlo errors add in quadrature; the grid's
 deterministic error bound is averaged), ``points`` the datapoints averaged, ``wall_seconds`` the
@@ -36,7 +38,7 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -54,12 +56,14 @@ from vae_core.marginal_likelihood import (
 )
 
 from .code_dependencies import source_fingerprint
-from .cpu_threads import ThreadGovernor
+from .cpu_threads import ThreadGovernor, available_cores
 from .devices import resolve_device
 from .files import sha256_of, write_atomically
+from .processes import run_in_processes
 from .params import ParamsError, active_profile, lookup, require_choice, require_positive_int
-from .run_directory import (MARGINAL_LIKELIHOOD_FILE, list_checkpoints, load_checkpoint, load_run_data,
-                            locked_run_directory, model_from_checkpoint, read_run_config, require_finished)
+from .run_directory import (CONFIG_FILE, list_checkpoints, load_checkpoint, load_run_data, locked_run_directory,
+                            marginal_likelihood_path, model_from_checkpoint, read_run_config, require_finished,
+                            seed_directories)
 
 COLUMNS = ["run", "algorithm", "ntrain", "samples_seen", "split", "estimator", "value", "standard_error",
            "points", "wall_seconds", "diagnostic", "diagnostic_value", "fingerprint"]
@@ -85,15 +89,37 @@ class MarginalLikelihoodSettings:
     burn_in: int  # Appendix D: step-size-adapting transitions before the kept ones
     importance_samples: int  # K of the importance-sampling cross-check
     seed: int
+    splits: tuple[str, ...] = ("train", "test")  # which evaluation points: the run's training and/or test set
+    cross_check_splits: tuple[str, ...] = ("train", "test")  # where the cross-checks run
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
 
 
+SPLITS = ("train", "test")
+
+
+def other_seed_settings(params: dict[str, Any], settings: MarginalLikelihoodSettings,
+                        experiment: str = "fig3") -> MarginalLikelihoodSettings:
+    """The settings for the seeds after a configuration's first: ``other_seeds`` of the profile's
+    ``marginal_likelihood`` may narrow the splits and the cross-checks (docs/protocol.md, section
+    10: the claims use the test points, and the cross-checks check the estimator, not the seed)."""
+    prefix = f"profiles.{params['profile']}.{experiment}.marginal_likelihood.other_seeds"
+    other = active_profile(params)[experiment]["marginal_likelihood"].get("other_seeds", {})
+    if not isinstance(other, dict):
+        raise ParamsError(f"{prefix} must be a mapping (splits, cross_checks), got {other!r}")
+    splits = other.get("splits", list(settings.splits))
+    if not isinstance(splits, list) or not splits or any(s not in SPLITS for s in splits):
+        raise ParamsError(f"{prefix}.splits must be a non-empty list of {', '.join(SPLITS)}, got {splits!r}")
+    return replace(settings, splits=tuple(s for s in SPLITS if s in splits),
+                   cross_checks=require_choice(other.get("cross_checks", settings.cross_checks),
+                                               f"{prefix}.cross_checks", CROSS_CHECKS))
+
+
 def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> MarginalLikelihoodSettings:
     """The estimator settings (``evaluation.marginal_likelihood``) and this profile's point counts
     (``profiles.<profile>.<experiment>.marginal_likelihood``, which may also set its own
-    ``importance_samples``), checked."""
+    ``importance_samples``), checked: the settings of a configuration's first seed."""
     common = lookup(params, "evaluation.marginal_likelihood")
     profile = active_profile(params)
     budget = profile.get(experiment, {}).get("marginal_likelihood")
@@ -103,6 +129,9 @@ def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> Ma
     seed = common.get("seed")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise ParamsError(f"evaluation.marginal_likelihood.seed must be an integer, got {seed!r}")
+    cross_check_splits = budget.get("cross_check_splits", list(SPLITS))
+    if not isinstance(cross_check_splits, list) or any(s not in SPLITS for s in cross_check_splits):
+        raise ParamsError(f"{prefix}.cross_check_splits must be a list of {', '.join(SPLITS)}, got {cross_check_splits!r}")
     settings = MarginalLikelihoodSettings(
         train_points=require_positive_int(budget.get("train_points"), f"{prefix}.train_points"),
         test_points=require_positive_int(budget.get("test_points"), f"{prefix}.test_points"),
@@ -115,6 +144,7 @@ def settings_from_params(params: dict[str, Any], experiment: str = "fig3") -> Ma
             f"{prefix}.importance_samples" if "importance_samples" in budget
             else "evaluation.marginal_likelihood.importance_samples"),
         seed=seed,
+        cross_check_splits=tuple(s for s in SPLITS if s in cross_check_splits),
     )
     if settings.hmc_samples < 8:
         raise ParamsError("evaluation.marginal_likelihood.hmc_samples must be at least 8 (half fit q(z), half estimate)")
@@ -184,29 +214,57 @@ def read_existing_rows(path: Path) -> pd.DataFrame:
     return frame if list(frame.columns) == COLUMNS else pd.DataFrame(columns=COLUMNS)
 
 
+def evaluate_configuration(configuration_dir: str | Path, out_dir: str | Path, prepared_dir: str | Path,
+                           settings: MarginalLikelihoodSettings, other_seeds: MarginalLikelihoodSettings,
+                           device: str = "auto", progress: bool = True, parallel: bool = True) -> pd.DataFrame:
+    """Every seed of a configuration (``<configuration_dir>/seed<N>``): the first seed with
+    ``settings``, the others with ``other_seeds``, each into ``<out_dir>/seed<N>.csv``; returns
+    all rows with a ``seed`` column. The seeds run side by side, one process each (``parallel``):
+    the other seeds' light settings finish while the first seed's cross-checks run. ``configuration_dir`` may also be one run directory (it
+    holds a config.json): that run alone, with ``settings``, into ``<out_dir>/<its name>.csv``."""
+    configuration_dir = Path(configuration_dir)
+    runs = [configuration_dir] if (configuration_dir / CONFIG_FILE).is_file() else seed_directories(configuration_dir)
+    if not runs:  # neither a run nor a configuration of runs: the run directory's own clear error
+        read_run_config(configuration_dir)
+    calls = [((run_dir, prepared_dir, settings if index == 0 else other_seeds, device, progress and len(runs) == 1,
+               Path(out_dir) / f"{run_dir.name}.csv"), str(run_dir)) for index, run_dir in enumerate(runs)]
+    if parallel and len(calls) > 1:  # each seed in its own process, as training does (pipeline.processes)
+        frames = run_in_processes(evaluate_run, calls, progress)
+    else:
+        frames = [evaluate_run(*arguments) for arguments, _ in calls]
+    return pd.concat([frame.assign(seed=read_run_config(run_dir).seed) for frame, run_dir in zip(frames, runs)],
+                     ignore_index=True)
+
+
 def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: MarginalLikelihoodSettings,
-                 device: str = "auto", progress: bool = True) -> pd.DataFrame:
-    """Write ``run_dir/marginal_likelihood.csv`` for every checkpoint of the run; returns its rows."""
+                 device: str = "auto", progress: bool = True, out: str | Path | None = None) -> pd.DataFrame:
+    """Write ``out`` (a CSV of :data:`COLUMNS`; by default the run's
+    :func:`~pipeline.run_directory.marginal_likelihood_path`) for every checkpoint of the run;
+    returns its rows."""
     run_dir = Path(run_dir)
-    governor = ThreadGovernor()  # watches the machine from here on; sets the threads per checkpoint
+    out = out if out is not None else marginal_likelihood_path(run_dir)
+    # The estimators' numbers on Figure 3's model do not depend on the thread count (measured, and
+    # tests/test_evaluate.py): the count follows the cores other processes leave free, so the first
+    # seed's cross-checks take both cores once the other seeds' workers have finished.
+    governor = ThreadGovernor(max_threads=available_cores(), adaptive=True)
     config = read_run_config(run_dir)
     require_finished(run_dir)
     with locked_run_directory(run_dir):
-        return _evaluate_checkpoints(run_dir, config, prepared_dir, settings, resolve_device(device), progress,
-                                     governor)
+        return _evaluate_checkpoints(run_dir, Path(out), config, prepared_dir, settings, resolve_device(device),
+                                     progress, governor)
 
 
-def _evaluate_checkpoints(run_dir: Path, config, prepared_dir, settings: MarginalLikelihoodSettings,
+def _evaluate_checkpoints(run_dir: Path, out: Path, config, prepared_dir, settings: MarginalLikelihoodSettings,
                           torch_device: torch.device, progress: bool, governor: ThreadGovernor) -> pd.DataFrame:
     checkpoints = list_checkpoints(run_dir)
     data = load_run_data(config, prepared_dir, torch_device, settings.train_points, settings.test_points)
-    splits = {"train": data.eval_train, "test": data.eval_test}
-    out = run_dir / MARGINAL_LIKELIHOOD_FILE
+    splits = {name: x for name, x in (("train", data.eval_train), ("test", data.eval_test)) if name in settings.splits}
+    out.parent.mkdir(parents=True, exist_ok=True)
     existing = read_existing_rows(out)
     done = set(existing["fingerprint"].astype(str))
     estimator_source = source_fingerprint(ESTIMATOR_MODULES)[:16]
     rows = []
-    for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.name}", disable=not progress)):
+    for index, path in enumerate(tqdm(checkpoints, desc=f"marginal likelihood {run_dir.parent.name}/{run_dir.name}", disable=not progress)):
         governor.update()
         cross_check = settings.cross_checks == "all" or (settings.cross_checks == "final" and index == len(checkpoints) - 1)
         fingerprint = hashlib.sha256(
@@ -217,22 +275,24 @@ def _evaluate_checkpoints(run_dir: Path, config, prepared_dir, settings: Margina
         state = load_checkpoint(path, torch_device)
         model = model_from_checkpoint(config, state, torch_device)
         samples_seen = int(state["samples_seen"])
-        grids = grid_by_split(model, splits) if cross_check else {}
-        for split_index, (split, x) in enumerate(splits.items()):
-            torch.manual_seed(settings.seed * 1_000_003 + samples_seen * 2 + split_index)
+        checked = {name: x for name, x in splits.items() if name in settings.cross_check_splits}
+        grids = grid_by_split(model, checked) if cross_check and checked else {}
+        for split, x in splits.items():
+            torch.manual_seed(settings.seed * 1_000_003 + samples_seen * 2 + SPLITS.index(split))
             chains = None
             if not config.trains_encoder and split == "train":  # MCEM's own posterior chains
                 chains = state["algorithm"]["chains"][: x.shape[0]].to(torch_device)
-            estimates = estimate_split(model, x, config.trains_encoder, settings, cross_check, chains)
+            estimates = estimate_split(model, x, config.trains_encoder, settings,
+                                       cross_check and split in settings.cross_check_splits, chains)
             for estimate, seconds in estimates + ([grids[split]] if split in grids else []):
                 if not math.isfinite(estimate.mean()):
                     raise EstimateError(
                         f"{estimate.estimator} gave a non-finite log p(x) ({estimate.mean()}) on the {split} points of "
                         f"{path}: the checkpoint's model has diverged or is damaged; no row was written for it "
-                        f"(the rows of earlier checkpoints are kept in {MARGINAL_LIKELIHOOD_FILE})")
+                        f"(the rows of earlier checkpoints are kept in {out})")
                 diagnostic, diagnostic_value = diagnostic_of(estimate)
                 rows.append({
-                    "run": run_dir.name, "algorithm": config.algorithm,
+                    "run": run_dir.parent.name, "algorithm": config.algorithm,
                     "ntrain": data.train.shape[0], "samples_seen": samples_seen, "split": split,
                     "estimator": estimator_name(estimate), "value": estimate.mean(),
                     "standard_error": estimate.mean_standard_error(), "points": len(estimate),

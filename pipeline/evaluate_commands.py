@@ -11,8 +11,10 @@ from .cli_options import params_option, user_errors
 from .devices import DEVICE_CHOICES
 from .estimator_variance import measure_estimator_variance
 from .estimator_variance import settings_from_params as variance_settings
-from .evaluate import evaluate_run, settings_from_params
+from .evaluate import evaluate_configuration, other_seed_settings, settings_from_params
 from .params import load_params, lookup
+from .run_config import seeds_side_by_side
+from .run_directory import CONFIG_FILE, MARGINAL_LIKELIHOOD_ROOT
 
 
 @click.group()
@@ -21,25 +23,35 @@ def evaluate() -> None:
 
 
 @evaluate.command("marginal-likelihood")
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), required=True, help="A trained run directory.")
+@click.option("--run", "configuration_dir", type=click.Path(path_type=Path), required=True,
+              help="A trained configuration's folder (its seeds in seed<N>/), or one run directory.")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Where each seed's CSV goes (default runs/marginal_likelihood/<experiment>/<configuration>).")
 @click.option("--experiment", default="fig3", show_default=True, help="Whose profile budgets (points, cross-checks) apply.")
 @params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
 @click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @user_errors
-def marginal_likelihood(run_dir, experiment, params_path, prepared_dir, device, progress) -> None:
-    """Estimate log p(x) at every checkpoint of a run: Appendix D, importance sampling and the grid."""
+def marginal_likelihood(configuration_dir, out_dir, experiment, params_path, prepared_dir, device, progress) -> None:
+    """Estimate log p(x) at every checkpoint of every seed of a configuration: Appendix D,
+    importance sampling and the grid."""
     params = load_params(params_path)
     settings = settings_from_params(params, experiment)
-    frame = evaluate_run(run_dir, prepared_dir or lookup(params, "data.prepared_dir"), settings,
-                         device or lookup(params, "training.device"), progress)
-    last = frame[frame["samples_seen"] == frame["samples_seen"].max()]
+    if out_dir is None:  # runs/<experiment>/<configuration>[/seed<N>] -> runs/marginal_likelihood/<experiment>/<configuration>
+        folder = configuration_dir.parent if (configuration_dir / CONFIG_FILE).is_file() else configuration_dir
+        out_dir = folder.parent.parent / MARGINAL_LIKELIHOOD_ROOT / folder.parent.name / folder.name
+    frame = evaluate_configuration(configuration_dir, out_dir, prepared_dir or lookup(params, "data.prepared_dir"),
+                                   settings, other_seed_settings(params, settings, experiment),
+                                   device or lookup(params, "training.device"), progress,
+                                   parallel=seeds_side_by_side(params))
+    last = frame[frame["samples_seen"] == frame.groupby("seed")["samples_seen"].transform("max")]
+    run_dir = configuration_dir
     for row in last.itertuples():
-        click.echo(f"{run_dir} @ {row.samples_seen:,} samples, {row.split:5s} {row.estimator:20s} "
+        click.echo(f"{run_dir}/seed{row.seed} @ {row.samples_seen:,} samples, {row.split:5s} {row.estimator:20s} "
                    f"{row.value:9.3f} +- {row.standard_error:.3f} ({row.points} points, {row.wall_seconds:.1f} s)")
     for row in frame[~np.isfinite(frame.standard_error.astype(float))].itertuples():
-        click.echo(f"warning: {run_dir} @ {row.samples_seen:,} samples, {row.split} {row.estimator}: its standard "
+        click.echo(f"warning: {run_dir}/seed{row.seed} @ {row.samples_seen:,} samples, {row.split} {row.estimator}: its standard "
                    f"error is not finite (a chain that never moved, or posterior mass beyond the grid); the report "
                    f"shows it and metrics.json leaves it out", err=True)
 

@@ -6,15 +6,21 @@ Each ``figure_N`` function returns a matplotlib Figure built only from measured 
 curves, the paper's own curves from ``reports/reference/`` drawn thin in the same colour, so a
 panel can be read against the paper's directly. Choices:
 
+- **Seeds**: a configuration may be trained with several seeds (the tables' ``seed`` column). Each
+  of our curves is the mean over its seeds at each evaluation, with a shaded band
+  (:data:`FIGURE_BAND_CAPTIONS`; :mod:`pipeline.seed_statistics`); the legend title names the band
+  and the number of seeds behind it. Figures 4 and 5 use the first (lowest-numbered) seed's model.
 - **Figure 2** (lower bound vs training samples evaluated, log x): one panel per configuration,
   MNIST Nz = 3, 5, 10, 20, 200 on the top row and Frey Face Nz = 2, 5, 10, 20 below, the paper's
-  legend. The axes are the paper's printed ranges, widened to include every evaluation of ours
-  (our budgets are smaller than the paper's 10^8, so our curves end further left).
+  legend. The band is the 95% Student-t interval of the mean over seeds (none with one seed). The
+  axes are the paper's printed ranges, widened to include every mean of ours (our budgets are
+  smaller than the paper's 10^8, so our curves end further left).
 - **Figure 3** (marginal likelihood vs samples evaluated in millions, linear x): Ntrain = 1,000 and
-  50,000, the Appendix D estimate with error bars of +-1 standard error (the estimator's, averaged
-  over the evaluated datapoints). The x-axis spans our budget, not the paper's 60 million (on a
-  linear axis our curves would otherwise collapse onto the left edge); the paper's curves are
-  drawn over the same span.
+  50,000, the mean over seeds of the Appendix D estimate, with a 95% band that combines the spread
+  over seeds and the estimator's own standard error (averaged over the evaluated datapoints); with
+  one seed it is the estimator's +-1.96 standard errors. The x-axis spans our budget, not the
+  paper's 60 million (on a linear axis our curves would otherwise collapse onto the left edge);
+  the paper's curves are drawn over the same span.
 - **Figure 4** (learned 2-D manifolds, AEVB Nz = 2): cell centres z = Phi^-1((i + 0.5) / n) (the
   inverse Gaussian CDF of a linear grid on the unit square; n = 10 for Frey Face, 20 for MNIST),
   each cell the decoder mean; z_1 runs left to right, z_2 bottom to top.
@@ -23,6 +29,7 @@ panel can be read against the paper's directly. Choices:
 """
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 
@@ -39,9 +46,10 @@ from .files import staged_folder, write_json  # noqa: E402
 from .params import lookup  # noqa: E402
 from .reference import REFERENCE_DIR, Reference  # noqa: E402
 from .run_config import dataset_spec  # noqa: E402
-from .run_directory import (MissingRunError, final_checkpoint, load_checkpoint, model_from_checkpoint,  # noqa: E402
-                            read_run_config, run_directories)
+from .run_directory import (CONFIG_FILE, MissingRunError, final_checkpoint, load_checkpoint,  # noqa: E402
+                            model_from_checkpoint, read_run_config)
 from .run_results import load_curves, load_marginal_likelihoods  # noqa: E402
+from .seed_statistics import summarize_frame  # noqa: E402
 
 FIGURES_INDEX = "figures.json"
 
@@ -50,6 +58,46 @@ _PALETTE = sns.color_palette("deep")
 ALGORITHM_COLOURS = {"aevb": _PALETTE[3], "wake_sleep": _PALETTE[0], "mcem": _PALETTE[2]}
 SPLIT_STYLES = {"train": "--", "test": "-"}
 DATASET_TITLES = {"mnist": "MNIST", "frey_face": "Frey Face"}
+
+# What the shaded band around each of our curves is (the report quotes these).
+FIGURE_BAND_CAPTIONS = {
+    "fig2": "Shaded: the 95% Student-t interval of the mean lower bound over seeds (no band for a "
+            "configuration with a single seed).",
+    "fig3": "Shaded: the 95% interval of the mean Appendix D estimate over seeds, combining the spread "
+            "over seeds (Student-t) with the estimator's own standard error (for a single seed, the "
+            "estimator's +-1.96 standard errors).",
+}
+BAND_ALPHA = 0.2
+
+
+def seed_curve(rows: pd.DataFrame, standard_error: str | None = None) -> pd.DataFrame:
+    """One curve of ours from the rows of all its seeds: per ``samples_seen`` the mean over seeds
+    and the interval of :func:`pipeline.seed_statistics.summarize_frame` (``low``, ``high``), with
+    ``n_seeds``; sorted by samples_seen."""
+    return summarize_frame(rows, ["samples_seen"], standard_error=standard_error).sort_values("samples_seen")
+
+
+def seed_count(rows: pd.DataFrame) -> int:
+    """How many seeds a curve's rows come from (1 for a table without a ``seed`` column)."""
+    if rows.empty:
+        return 0
+    if "seed" in rows.columns:
+        return int(rows["seed"].nunique())
+    return int(rows.groupby("samples_seen").size().max())
+
+
+def seed_count_text(counts, single: str) -> str:
+    """"n = 3", or "n = 1, 3" when the drawn curves differ, with what one seed shows (``single``)."""
+    counts = sorted({int(n) for n in counts if n > 0})
+    if not counts:
+        return "no runs"
+    text = "n = " + (str(counts[0]) if len(counts) == 1 else ", ".join(map(str, counts)) + " by curve")
+    return text + (f"; n = 1: {single}" if counts[0] == 1 else "")
+
+
+def _band_label(label: str) -> str:
+    """The band's artist label: names its curve, and the leading underscore keeps it out of legends."""
+    return f"_band: {label}"
 
 
 def legend_label(algorithm: str, split: str) -> str:
@@ -74,6 +122,7 @@ def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], fr
     bounds = curves[curves.metric == "lower_bound"]
     columns = max(len(mnist_nz), len(frey_nz))
     fig, axes = plt.subplots(2, columns, figsize=(3.2 * columns, 6.4), squeeze=False)
+    counts = []  # seeds behind each of our curves
     for row, (dataset, nzs) in enumerate((("mnist", mnist_nz), ("frey_face", frey_nz))):
         printed = reference.axes["fig2"][dataset]
         for col in range(columns):
@@ -83,18 +132,26 @@ def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], fr
                 continue
             nz = nzs[col]
             panel = bounds[(bounds.dataset == dataset) & (bounds.nz == nz)]
-            # the lower edge ignores the first evaluations (far below the printed range early on)
-            late = panel[panel.samples_seen >= panel.samples_seen.max() / 10].value.to_numpy()
+            means = []
             for algorithm in ("aevb", "wake_sleep"):
                 for split in ("train", "test"):
-                    ours = panel[(panel.algorithm == algorithm) & (panel.split == split)].sort_values("samples_seen")
+                    rows = panel[(panel.algorithm == algorithm) & (panel.split == split)]
+                    ours = seed_curve(rows)
+                    counts.append(seed_count(rows))
+                    means.append(ours)
                     colour = ALGORITHM_COLOURS[algorithm]
-                    ax.plot(ours.samples_seen, ours.value, SPLIT_STYLES[split], color=colour, lw=1.6,
-                            label=legend_label(algorithm, split))
+                    label = legend_label(algorithm, split)
+                    ax.plot(ours.samples_seen, ours["mean"], SPLIT_STYLES[split], color=colour, lw=1.6, label=label)
+                    if (ours.n_seeds > 1).any():  # one seed: no spread to show
+                        ax.fill_between(ours.samples_seen, ours.low, ours.high, color=colour, alpha=BAND_ALPHA,
+                                        lw=0, label=_band_label(label))
                     paper = reference.fig2_curve(dataset, nz, algorithm, split)
                     ax.plot(paper.training_samples_evaluated, paper.lower_bound_per_datapoint,
                             SPLIT_STYLES[split], color=colour, lw=0.8, alpha=0.45,
                             label=f"paper: {legend_label(algorithm, split)}")
+            means = pd.concat(means)
+            # the lower edge ignores the first evaluations (far below the printed range early on)
+            late = means[means.samples_seen >= means.samples_seen.max() / 10]["mean"].to_numpy(dtype=float)
             ax.set_xscale("log")
             ax.set_xlim(*_widened(tuple(printed["xlim"]), panel.samples_seen.to_numpy(dtype=float), log=True))
             ax.set_ylim(*_widened(tuple(printed["ylim"]), late))
@@ -107,7 +164,8 @@ def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], fr
     spare = [ax for row in axes for ax in row if not ax.axison]
     target = spare[0] if spare else fig
     target.legend(handles, labels, loc="center", fontsize=8, frameon=False,
-                  title="thick: this run\nthin: the paper (Figure 2)")
+                  title=f"thick: this run, mean over seeds\nband: 95% t interval over seeds\n"
+                        f"({seed_count_text(counts, 'no band')})\nthin: the paper (Figure 2)")
     fig.suptitle("Figure 2: AEVB vs wake-sleep, lower bound per datapoint")
     fig.tight_layout()
     return fig
@@ -122,25 +180,32 @@ def figure_3(marginal_likelihoods: pd.DataFrame, reference: Reference, ntrains: 
     """Figure 3: estimated marginal likelihood vs training samples evaluated (millions)."""
     frame = marginal_likelihoods[marginal_likelihoods.estimator == estimator]
     fig, axes = plt.subplots(1, len(ntrains), figsize=(5.2 * len(ntrains), 4.2), squeeze=False)
+    counts = []  # seeds behind each of our curves
     for col, ntrain in enumerate(ntrains):
         ax = axes[0][col]
         key = f"ntrain{ntrain}"
         printed = reference.axes["fig3"][key]
         panel = frame[frame.ntrain == ntrain]
         span = panel.samples_seen.max() / 1e6 if len(panel) else printed["xlim"][1]
+        means = []
         for algorithm in ("wake_sleep", "mcem", "aevb"):
             colour = ALGORITHM_COLOURS[algorithm]
             for split in ("train", "test"):
-                ours = panel[(panel.algorithm == algorithm) & (panel.split == split)].sort_values("samples_seen")
-                error = ours.standard_error.where(np.isfinite(ours.standard_error), np.nan)
-                ax.errorbar(ours.samples_seen / 1e6, ours.value, yerr=error, fmt=SPLIT_STYLES[split], color=colour,
-                            lw=1.6, capsize=2, label=legend_label(algorithm, split))
+                rows = panel[(panel.algorithm == algorithm) & (panel.split == split)]
+                ours = seed_curve(rows, standard_error="standard_error")
+                counts.append(seed_count(rows))
+                means.append(ours)
+                label = legend_label(algorithm, split)
+                ax.plot(ours.samples_seen / 1e6, ours["mean"], SPLIT_STYLES[split], color=colour, lw=1.6, label=label)
+                if ((ours.high - ours.low) > 0).any():  # none when no seed spread and no estimator error
+                    ax.fill_between(ours.samples_seen / 1e6, ours.low, ours.high, color=colour, alpha=BAND_ALPHA,
+                                    lw=0, label=_band_label(label))
                 paper = reference.fig3_curve(ntrain, algorithm, split)
                 paper = paper[paper.training_samples_evaluated_millions <= span * 1.05]
                 ax.plot(paper.training_samples_evaluated_millions, paper.marginal_loglik, SPLIT_STYLES[split],
                         color=colour, lw=0.8, alpha=0.45, label=f"paper: {legend_label(algorithm, split)}")
         ax.set_xlim(0, span * 1.05)
-        ax.set_ylim(*_widened(tuple(printed["ylim"]), panel.value.to_numpy(dtype=float)))
+        ax.set_ylim(*_widened(tuple(printed["ylim"]), pd.concat(means)["mean"].to_numpy(dtype=float)))
         ax.set_title(f"MNIST, $N_{{train}} = {ntrain:,}$")
         ax.set_xlabel("# Training samples evaluated (millions)")
         if col == 0:
@@ -148,7 +213,9 @@ def figure_3(marginal_likelihoods: pd.DataFrame, reference: Reference, ntrains: 
         ax.grid(True, alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8, frameon=False,
-               title=f"thick: this run ({ESTIMATOR_NAMES[estimator]}, ±1 s.e.)\nthin: the paper (Figure 3)")
+               title=f"thick: this run ({ESTIMATOR_NAMES[estimator]}), mean over seeds\n"
+                     f"band: 95% interval, seed spread (t) and estimator s.e.\n"
+                     f"({seed_count_text(counts, '±1.96 estimator s.e.')})\nthin: the paper (Figure 3)")
     fig.suptitle(f"Figure 3: marginal likelihood ({ESTIMATOR_NAMES[estimator]}), MNIST, $N_z = 3$")
     fig.tight_layout()
     return fig
@@ -229,13 +296,39 @@ def save_figure(fig: plt.Figure, directory: Path, name: str, dpi: int = 110) -> 
 
 
 
+_SEED_DIR = re.compile(r"seed(\d+)")
+
+
+def seed_directories(configuration_dir: Path) -> list[Path]:
+    """The ``seed<N>/`` run directories (those holding a config.json) of one configuration's
+    directory, by seed number (seed2 before seed10)."""
+    configuration_dir = Path(configuration_dir)
+    if not configuration_dir.is_dir():
+        return []
+    seeds = []
+    for path in configuration_dir.iterdir():
+        match = _SEED_DIR.fullmatch(path.name)
+        if match and (path / CONFIG_FILE).is_file():
+            seeds.append((int(match.group(1)), path))
+    return [path for _, path in sorted(seeds)]
+
+
 def find_run(runs_root: Path, experiment: str, dataset: str, nz: int, algorithm: str = "aevb") -> Path:
-    """The run directory of one configuration, by its config.json (not by its name)."""
-    for run_dir in run_directories(runs_root, experiment):
-        config = read_run_config(run_dir)
-        if (config.dataset, config.z_dim, config.algorithm) == (dataset, nz, algorithm):
-            return run_dir
-    raise MissingRunError(f"no {algorithm} run of {dataset} with Nz = {nz} under {Path(runs_root) / experiment}: "
+    """The run directory of one configuration's first seed (the lowest seed number):
+    ``runs_root/experiment/<dataset>_nz<nz>_<algorithm>/seed<N>/``. A configuration directory
+    named otherwise is found by its first seed's config.json."""
+    root = Path(runs_root) / experiment
+    seeds = seed_directories(root / f"{dataset}_nz{nz}_{algorithm}")
+    if seeds:
+        return seeds[0]
+    for configuration_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        seeds = seed_directories(configuration_dir)
+        if seeds:
+            config = read_run_config(seeds[0])
+            if (config.dataset, config.z_dim, config.algorithm) == (dataset, nz, algorithm):
+                return seeds[0]
+    raise MissingRunError(f"no {algorithm} run of {dataset} with Nz = {nz} under {root} (looked for "
+                          f"{root / f'{dataset}_nz{nz}_{algorithm}'}/seed<N>/{CONFIG_FILE}): "
                           f"run `dvc repro` (the figures need it)")
 
 
@@ -271,6 +364,7 @@ def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path =
     with staged_folder(out, last=FIGURES_INDEX) as staging:
         files = {name: save_figure(draw(), staging, name) for name, draw in drawings.items()}
         index = {"figures": {name: [p.name for p in paths] for name, paths in files.items()},
+                 "band_captions": FIGURE_BAND_CAPTIONS,  # quoted by the report under each figure
                  "wall_seconds": round(time.perf_counter() - start, 1)}
         write_json(staging / FIGURES_INDEX, index)
     return index

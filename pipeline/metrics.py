@@ -2,16 +2,25 @@
 and ``vaebench compare``.
 
 Keys, each a number (the family is the last path element's suffix, so tolerances can be set per
-family in params.yaml):
+family in params.yaml). A configuration's aggregate keys hold the **mean over its seeds**; they
+keep the names they had when every configuration had one seed:
 
-- ``fig2/<dataset>/nz<Nz>/<algorithm>/{train,test}_lb`` -- final lower bound per datapoint (nats);
-- ``fig2/<dataset>/nz<Nz>/<algorithm>/samples`` -- training samples evaluated at that point;
-- ``fig3/ntrain<N>/<algorithm>/{train,test}_ml`` and ``..._ml_se`` -- final Appendix D marginal
-  likelihood and its standard error; ``..._ml_is`` / ``..._ml_grid`` the cross-checks there;
-  ``fig3/ntrain<N>/<algorithm>/samples`` -- the samples evaluated at that checkpoint;
-- ``speed/<experiment>/<run>/samples_per_second`` -- training throughput of each run;
+- ``fig2/<dataset>/nz<Nz>/<algorithm>/{train,test}_lb`` -- final lower bound per datapoint (nats),
+  mean over seeds; ``..._lb_seed_se`` its standard error over seeds (only with two or more seeds);
+  ``fig2/<dataset>/nz<Nz>/<algorithm>/seeds`` -- the number of seeds;
+  ``fig2/<dataset>/nz<Nz>/<algorithm>/samples`` -- training samples evaluated at that point;
+- ``fig3/ntrain<N>/<algorithm>/{train,test}_ml`` -- final Appendix D marginal likelihood, mean over
+  the seeds that estimated it; ``..._ml_se`` the estimators' own standard error of that mean;
+  ``..._ml_seed_se`` its standard error over seeds; ``..._ml_is`` / ``..._ml_grid`` the cross-checks
+  (mean over the seeds that ran them: the first); ``fig3/ntrain<N>/<algorithm>/seeds``, ``.../samples``;
+- per seed, the same names with a ``seed<S>`` element before the last: ``fig2/mnist/nz20/aevb/seed2/test_lb``,
+  ``fig3/ntrain1000/aevb/seed3/test_ml`` (and ``_ml_se``, ``_ml_is``, ``_ml_grid``);
+- ``speed/<experiment>/<run>/samples_per_second`` -- training throughput, mean over seeds (a
+  stacked seed is charged its share of the stack's time);
 - ``estimator_variance/<dataset>/nz<Nz>/{a,b}_gradient_variance`` and ``..._value_variance``;
-- ``claims/<claim>`` -- 1 for pass, 0 for fail (claims without data are left out).
+- ``claims/<claim>`` -- 1 pass, 0.5 inconclusive, 0 fail (claims without data are left out);
+  ``claims_paper_at_budget/<claim>`` -- the same tests on the paper's curves at this budget
+  (left out where the paper's axes do not reach it).
 """
 from __future__ import annotations
 
@@ -19,7 +28,10 @@ import math
 
 import pandas as pd
 
-from .claims import FAIL, PASS, Claim, final_bounds
+from .claims import VERDICT_SCORES, Claim, final_values
+from .seed_statistics import summarize
+
+ML_SUFFIX = {"appendix_d": "ml", "importance_sampling": "ml_is", "grid": "ml_grid"}
 
 
 def _number(value) -> float | None:
@@ -27,37 +39,72 @@ def _number(value) -> float | None:
     return round(value, 6) if math.isfinite(value) else None
 
 
-def build_metrics(curves: pd.DataFrame, marginal_likelihoods: pd.DataFrame, finals: pd.DataFrame,
-                  variance: pd.DataFrame | None, claims: list[Claim]) -> dict[str, float]:
-    metrics: dict[str, float | None] = {}
+def _fig2_metrics(curves: pd.DataFrame) -> dict:
+    metrics = {}
     fig2 = curves[curves.experiment == "fig2"]
+    if fig2.empty:
+        return metrics
     bounds = fig2[fig2.metric == "lower_bound"]
     last_samples = bounds.groupby(["dataset", "nz", "algorithm"]).samples_seen.max()
-    for row in final_bounds(fig2).itertuples():
-        prefix = f"fig2/{row.dataset}/nz{row.nz}/{row.algorithm}"
+    finals = final_values(fig2)
+    for (dataset, nz, algorithm), group in finals.groupby(["dataset", "nz", "algorithm"]):
+        prefix = f"fig2/{dataset}/nz{nz}/{algorithm}"
+        metrics[f"{prefix}/samples"] = int(last_samples[(dataset, nz, algorithm)])
+        metrics[f"{prefix}/seeds"] = int(len(group))
         for split in ("train", "test"):
-            metrics[f"{prefix}/{split}_lb"] = _number(getattr(row, split))
-        metrics[f"{prefix}/samples"] = int(last_samples[(row.dataset, row.nz, row.algorithm)])
-    if not marginal_likelihoods.empty:
-        ml = marginal_likelihoods
-        last = ml[ml.samples_seen == ml.groupby("run").samples_seen.transform("max")]
-        suffix = {"appendix_d": "ml", "importance_sampling": "ml_is", "grid": "ml_grid"}
-        for row in last.itertuples():
-            run_prefix = f"fig3/ntrain{int(row.ntrain)}/{row.algorithm}"
-            metrics[f"{run_prefix}/samples"] = int(row.samples_seen)
-            prefix = f"{run_prefix}/{row.split}"
-            metrics[f"{prefix}_{suffix[row.estimator]}"] = _number(row.value)
-            if row.estimator == "appendix_d":
-                metrics[f"{prefix}_ml_se"] = _number(row.standard_error)
-    for row in finals.itertuples():
-        if row.training_samples_per_second is not None and not pd.isna(row.training_samples_per_second):
-            metrics[f"speed/{row.experiment}/{row.run}/samples_per_second"] = _number(row.training_samples_per_second)
+            if split not in group or group[split].isna().any():
+                continue
+            summary = summarize(group[split])
+            metrics[f"{prefix}/{split}_lb"] = _number(summary.mean)
+            if summary.n > 1:
+                metrics[f"{prefix}/{split}_lb_seed_se"] = _number(summary.seed_se)
+            for row in group.itertuples():
+                metrics[f"{prefix}/seed{int(row.seed)}/{split}_lb"] = _number(getattr(row, split))
+    return metrics
+
+
+def _fig3_metrics(marginal_likelihoods: pd.DataFrame) -> dict:
+    metrics = {}
+    ml = marginal_likelihoods
+    if ml.empty:
+        return metrics
+    if "seed" not in ml:
+        ml = ml.assign(seed=0)
+    last = ml[ml.samples_seen == ml.groupby(["run", "seed"]).samples_seen.transform("max")]
+    for (ntrain, algorithm), group in last.groupby(["ntrain", "algorithm"]):
+        prefix = f"fig3/ntrain{int(ntrain)}/{algorithm}"
+        metrics[f"{prefix}/samples"] = int(group.samples_seen.max())
+        metrics[f"{prefix}/seeds"] = int(group.seed.nunique())
+        for (split, estimator), rows in group.groupby(["split", "estimator"]):
+            name = f"{split}_{ML_SUFFIX[estimator]}"
+            errors = rows.standard_error if estimator == "appendix_d" else None
+            summary = summarize(rows.value, errors)
+            metrics[f"{prefix}/{name}"] = _number(summary.mean)
+            if estimator == "appendix_d":
+                metrics[f"{prefix}/{name}_se"] = _number(summary.estimator_se)
+            if summary.n > 1:
+                metrics[f"{prefix}/{name}_seed_se"] = _number(summary.seed_se)
+            for row in rows.itertuples():
+                metrics[f"{prefix}/seed{int(row.seed)}/{name}"] = _number(row.value)
+                if estimator == "appendix_d":
+                    metrics[f"{prefix}/seed{int(row.seed)}/{name}_se"] = _number(row.standard_error)
+    return metrics
+
+
+def build_metrics(curves: pd.DataFrame, marginal_likelihoods: pd.DataFrame, finals: pd.DataFrame,
+                  variance: pd.DataFrame | None, claims: list[Claim]) -> dict[str, float]:
+    metrics: dict[str, float | None] = {**_fig2_metrics(curves), **_fig3_metrics(marginal_likelihoods)}
+    speeds = finals.dropna(subset=["training_samples_per_second"]).groupby(["experiment", "run"])
+    for (experiment, run), group in speeds:
+        metrics[f"speed/{experiment}/{run}/samples_per_second"] = _number(group.training_samples_per_second.mean())
     if variance is not None:
         for row in variance.itertuples():
             prefix = f"estimator_variance/{row.dataset}/nz{row.nz}/{row.estimator.lower()}"
             metrics[f"{prefix}_gradient_variance"] = _number(row.gradient_variance)
             metrics[f"{prefix}_value_variance"] = _number(row.value_variance)
     for claim in claims:
-        if claim.verdict in (PASS, FAIL):
-            metrics[f"claims/{claim.key}"] = int(claim.verdict == PASS)
+        if claim.verdict in VERDICT_SCORES:
+            metrics[f"claims/{claim.key}"] = VERDICT_SCORES[claim.verdict]
+        if claim.paper_verdict in VERDICT_SCORES:
+            metrics[f"claims_paper_at_budget/{claim.key}"] = VERDICT_SCORES[claim.paper_verdict]
     return {key: metrics[key] for key in sorted(metrics) if metrics[key] is not None}

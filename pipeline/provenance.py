@@ -87,8 +87,9 @@ def stage_wall_times(finals: pd.DataFrame, marginal_likelihoods: pd.DataFrame,
     and evaluation time; the marginal-likelihood stage's estimator times; the estimator-variance
     stage; and ``extra`` (figures, report)."""
     times = {}
-    for row in finals.itertuples():
-        times[f"train {row.experiment}/{row.run}"] = round(float(row.trial_seconds + row.train_seconds + row.eval_seconds), 1)
+    for row in finals.itertuples():  # a stage trains every seed of its configuration
+        key = f"train {row.experiment}/{row.run}"
+        times[key] = round(times.get(key, 0.0) + float(row.trial_seconds + row.train_seconds + row.eval_seconds), 1)
     if not marginal_likelihoods.empty:
         for run, seconds in marginal_likelihoods.groupby("run").wall_seconds.sum().items():
             times[f"marginal_likelihood fig3/{run}"] = round(float(seconds), 1)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import Claim, evaluate_claims, final_bounds, verdict_counts
+from .claims import (NOT_ON_AXES, Claim, agreement, attach_paper_verdicts, evaluate_claims, evaluate_paper_claims,
+                     final_values, verdict_counts)
+from .seed_statistics import LEVEL, summarize
 from .files import staged_folder, write_atomically, write_json
 from .metrics import build_metrics
 from .params import lookup
@@ -71,19 +73,33 @@ def format_table(frame: pd.DataFrame) -> list[list[str]]:
     return [[str(c) for c in frame.columns]] + [[_format(v) for v in row] for row in frame.itertuples(index=False)]
 
 
+def mean_se(values, errors=None) -> str:
+    """"mean ± s.e. (n)": the mean over seeds, its standard error (seed spread, and the estimator's
+    own error where given, in quadrature) and the seed count; one seed: the value (and its
+    estimator's s.e. if any) with "(1 seed)"."""
+    values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not values:
+        return "–"
+    summary = summarize(values, errors)
+    if summary.n == 1 and summary.estimator_se == 0:
+        return f"{summary.mean:,.2f} (1 seed)"
+    return f"{summary.mean:,.2f} ± {summary.se:.2g} ({summary.n} seed{'s' if summary.n > 1 else ''})"
+
+
 def fig2_table(curves: pd.DataFrame, reference: Reference) -> pd.DataFrame:
-    """Final bounds per Figure 2 panel, with the paper's test values at the same sample count."""
+    """Final bounds per Figure 2 panel (mean ± s.e. over seeds), with the paper's test values at
+    the same sample count."""
     fig2 = curves[curves.experiment == "fig2"]
     fig2 = fig2[fig2.groupby(["dataset", "nz"]).algorithm.transform("nunique") > 1]
-    finals = final_bounds(fig2).set_index(["dataset", "nz", "algorithm"])
+    finals = final_values(fig2)
     samples = fig2[fig2.metric == "lower_bound"].groupby(["dataset", "nz"]).samples_seen.max()
     rows = []
     for (dataset, nz), budget in samples.items():
         row = {"dataset": dataset, "Nz": int(nz), "samples": int(budget)}
         for algorithm, label in (("aevb", "AEVB"), ("wake_sleep", "WS")):
+            runs = finals[(finals.dataset == dataset) & (finals.nz == nz) & (finals.algorithm == algorithm)]
             for split in ("train", "test"):
-                key = (dataset, nz, algorithm)
-                row[f"{label} {split}"] = float(finals.loc[key, split]) if key in finals.index else None
+                row[f"{label} {split}"] = mean_se(runs[split].tolist()) if split in runs else "–"
         for algorithm, label in (("aevb", "AEVB"), ("wake_sleep", "WS")):
             value = reference.fig2_at(dataset, int(nz), algorithm, "test", float(budget))
             row[f"paper {label} test @ same samples"] = value if value is not None else "off-axis"
@@ -93,21 +109,22 @@ def fig2_table(curves: pd.DataFrame, reference: Reference) -> pd.DataFrame:
 
 
 def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.DataFrame:
-    """Final marginal likelihoods per Figure 3 run: Appendix D ± s.e., the cross-checks, the paper."""
+    """Final marginal likelihoods per Figure 3 configuration: Appendix D (mean ± s.e. over seeds,
+    the estimator's error included), the cross-checks (the first seed's), the paper."""
     ml = marginal_likelihoods
-    last = ml[ml.samples_seen == ml.groupby("run").samples_seen.transform("max")]
+    if "seed" not in ml:
+        ml = ml.assign(seed=0)
+    last = ml[ml.samples_seen == ml.groupby(["run", "seed"]).samples_seen.transform("max")]
     rows = []
     for (ntrain, algorithm), group in last.groupby(["ntrain", "algorithm"]):
-        values = group.set_index(["split", "estimator"])
         samples = int(group.samples_seen.max())
         row = {"Ntrain": int(ntrain), "algorithm": algorithm, "samples": samples}
         for split in ("train", "test"):
-            key = (split, "appendix_d")
-            row[f"{split} App. D"] = float(values.loc[key, "value"]) if key in values.index else None
-            row[f"{split} s.e."] = float(values.loc[key, "standard_error"]) if key in values.index else None
+            appendix_d = group[(group.split == split) & (group.estimator == "appendix_d")]
+            row[f"{split} App. D"] = mean_se(appendix_d.value.tolist(), appendix_d.standard_error.tolist())
             for estimator, label in (("importance_sampling", "IS"), ("grid", "grid")):
-                key = (split, estimator)
-                row[f"{split} {label}"] = float(values.loc[key, "value"]) if key in values.index else None
+                rows_ = group[(group.split == split) & (group.estimator == estimator)]
+                row[f"{split} {label}"] = float(rows_.value.mean()) if len(rows_) else None
         value = reference.fig3_at(int(ntrain), algorithm, "test", samples)
         row["paper test @ same samples"] = value if value is not None else "off-axis"
         row["paper test, right edge"] = reference.right_edge_test("fig3", f"ntrain{int(ntrain)}", algorithm)
@@ -115,46 +132,106 @@ def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.D
     return pd.DataFrame(rows)
 
 
+def seeds_table(finals: pd.DataFrame) -> pd.DataFrame:
+    """Which configurations have how many seeds (and which were stacked)."""
+    rows = []
+    if "seed" not in finals:  # a table of runs without seeds: nothing to say
+        return pd.DataFrame(columns=["experiment", "configuration", "seeds", "trained"])
+    for (experiment, run), group in finals.groupby(["experiment", "run"]):
+        stacked = int(group.stacked_runs.max()) if "stacked_runs" in group and group.stacked_runs.notna().any() else 1
+        rows.append({"experiment": experiment, "configuration": run, "seeds": ", ".join(map(str, sorted(group.seed))),
+                     "trained": "stacked in one process" if stacked > 1 else "side by side, one process each"
+                     if len(group) > 1 else "alone"})
+    return pd.DataFrame(rows)
+
+
 def runs_table(finals: pd.DataFrame) -> pd.DataFrame:
-    columns = {"experiment": "experiment", "run": "run", "samples_seen": "samples", "step_size": "step size",
+    columns = {"experiment": "experiment", "run": "run", "seed": "seed", "samples_seen": "samples", "step_size": "step size",
                "training_samples_per_second": "samples/s", "train_seconds": "train s", "eval_seconds": "eval s",
                "trial_seconds": "step-size trial s", "device": "device"}
     table = finals[[c for c in columns if c in finals]].rename(columns=columns)
     if "final_hmc_acceptance_rate" in finals:
         table["HMC acceptance (MCEM)"] = finals.final_hmc_acceptance_rate
-    return table.sort_values(["experiment", "run"], ignore_index=True)
+    return table.sort_values([c for c in ("experiment", "run", "seed") if c in table], ignore_index=True)
+
+
+def claims_table(claims: list[Claim]) -> pd.DataFrame:
+    """The verdict table: ours with its interval and seed count, the paper's curves judged at this
+    budget, and whether the two agree."""
+    return pd.DataFrame([{
+        "claim": c.statement,
+        "our verdict": c.verdict.upper() + (" (rests on one seed)" if c.single_seed and c.verdict != "no data" else ""),
+        f"deciding statistic, {LEVEL:.0%} interval": c.interval or "–",
+        "seeds": c.seeds or "–",
+        "the paper's curves at this budget": c.paper_verdict.upper() if c.paper_verdict != NOT_ON_AXES else c.paper_verdict,
+        "agreement": agreement(c.verdict, c.paper_verdict),
+    } for c in claims])
+
+
+def opening_lines(claims: list[Claim]) -> list[Block]:
+    """The report's first lines: claim by claim, whether our verdict agrees with the paper's own
+    curves judged at this budget (the reproduction result of a reduced-budget profile)."""
+    counts = verdict_counts(claims)
+    outcomes = [agreement(c.verdict, c.paper_verdict) for c in claims]
+    without_data = f", {counts['no data']} without data" if counts["no data"] else ""
+    summary = (f"**The reproduction result at this budget**: our verdict agrees with the paper's own curves judged at "
+               f"the same budget on {outcomes.count('agrees')} of {len(claims)} claims, disagrees on "
+               f"{outcomes.count('disagrees')}, and cannot be compared on {len(claims) - outcomes.count('agrees') - outcomes.count('disagrees')}. "
+               f"Our verdicts alone: {counts['pass']} pass, {counts['inconclusive']} inconclusive, {counts['fail']} fail"
+               f"{without_data}; "
+               f"{sum(c.single_seed for c in claims)} of them rest at least partly on configurations with one seed.")
+    items = [f"{c.statement}: ours **{c.verdict}**{' (one seed)' if c.single_seed and c.verdict != 'no data' else ''}"
+             f" ({c.interval or 'no interval'}); the paper's curves at this budget: **{c.paper_verdict}** -> {outcome}"
+             for c, outcome in zip(claims, outcomes)]
+    return [Block("p", summary), Block("list", items)]
 
 
 def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods, finals, reference: Reference,
-                 provenance: dict, figure_files: dict[str, list[str]]) -> list[Block]:
-    counts = verdict_counts(claims)
+                 provenance: dict, figure_files: dict[str, list[str]], band_captions: dict[str, str] | None = None
+                 ) -> list[Block]:
     git = provenance["git"]
+    band_captions = band_captions or {}
     blocks = [
         Block("h1", f"vaebench report: profile `{profile}`"),
+        *opening_lines(claims),
         Block("p", f"Regenerated from scratch by `dvc repro` at commit `{git.get('commit') or 'unknown'}`"
                    f"{' (with uncommitted changes)' if git.get('dirty') else ''}. MNIST targets: "
                    f"`binarize: {', '.join(provenance['binarize'])}` (grey levels as Bernoulli targets, as in the paper, "
-                   f"unless `dynamic`). Claim verdicts: {counts['pass']} pass, {counts['fail']} fail, "
-                   f"{counts['no data']} without data. Paper values come from `reports/reference/` (its curves "
-                   f"read from the PDF), compared at the same number of training samples evaluated."),
-        Block("h2", "Claims of the paper, judged from this run"),
-        Block("table", pd.DataFrame([{"claim": c.statement, "verdict": c.verdict.upper(), "numbers": c.summary}
-                                     for c in claims])),
+                   f"unless `dynamic`). Paper values come from `reports/reference/` (its curves read from the PDF), "
+                   f"compared at the same number of training samples evaluated."),
+        Block("h2", "Claims of the paper, judged from this run and from the paper's curves at this budget"),
+        Block("p", f"A verdict is PASS when the {LEVEL:.0%} interval of its deciding statistic lies wholly on the "
+                   f"claim's side of the threshold, FAIL when wholly on the other side, INCONCLUSIVE when it "
+                   f"straddles it (docs/protocol.md, section 10). Intervals are Student-t over seeds, combined with "
+                   f"the estimator's own standard error where there is one; a configuration with one seed has no "
+                   f"seed spread, and a verdict resting on one is marked. The paper's column applies the same test "
+                   f"to the paper's own curves read at this run's evaluation points: at a reduced budget, the "
+                   f"agreement of the two columns, not our raw verdict, is the reproduction result."),
+        Block("table", claims_table(claims)),
+        Block("h2", "Seeds"),
+        Block("p", "The seeds of each configuration (params.yaml `profiles.<profile>.seeds`): the configurations "
+                   "that decide a claim's close margins get several, the others keep the first to fit the "
+                   "profile's time budget. Fused AEVB seeds train stacked in one process, each with its own "
+                   "random numbers (the same numbers as alone)."),
+        Block("table", seeds_table(finals)),
         Block("h2", "Figures"),
     ]
     for name, caption in FIGURES.items():
         if name in figure_files:
-            blocks.append(Block("figure", figure_files[name], caption))
+            blocks.append(Block("figure", figure_files[name], f"{caption} {band_captions.get(name, '')}".strip()))
     blocks += [
         Block("h2", "Figure 2: final lower bounds"),
         Block("p", "Average lower bound per datapoint (estimator B, L = 1) on the evaluation subsets at the end of "
-                   "each run's budget; the paper's test curve read at the same number of samples (\"off-axis\" where "
-                   "the paper's axes do not show it) and at its right edge (10^8 samples)."),
+                   "each run's budget, mean ± standard error over seeds (seed count in brackets); the paper's test "
+                   "curve read at the same number of samples (\"off-axis\" where the paper's axes do not show it) "
+                   "and at its right edge (10^8 samples)."),
         Block("table", fig2_table(curves, reference)),
         Block("h2", "Figure 3: final marginal likelihoods"),
-        Block("p", "log p(x) per datapoint at the last checkpoint: the Appendix D estimator with its standard error, "
-                   "importance sampling (K samples, a stochastic lower bound) and the grid (exact up to its error "
-                   "bound) as cross-checks; the paper's test value at the same samples."),
+        Block("p", "log p(x) per datapoint at the last checkpoint: the Appendix D estimator, mean ± standard error "
+                   "over seeds (seed spread and the estimator's own error in quadrature; with one seed, the "
+                   "estimator's error), and, on the first seed, importance sampling (K samples, a stochastic lower "
+                   "bound) and the grid (exact up to its error bound) as cross-checks; the paper's test value at "
+                   "the same samples."),
         Block("table", fig3_table(marginal_likelihoods, reference)),
         Block("h2", "Evidence behind each claim"),
     ]
@@ -163,6 +240,7 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
         blocks.append(Block("p", claim.summary))
         if not claim.evidence.empty:
             blocks.append(Block("table", claim.evidence))
+        blocks.append(Block("p", f"The paper's curves at this budget: {claim.paper_verdict}. {claim.paper_summary}"))
     blocks += [
         Block("h2", "Runs"),
         Block("table", runs_table(finals)),
@@ -185,6 +263,8 @@ def render_markdown(blocks: list[Block]) -> str:
             lines += ["#" * int(block.kind[1]) + " " + block.content, ""]
         elif block.kind == "p":
             lines += [block.content, ""]
+        elif block.kind == "list":
+            lines += [f"- {item}" for item in block.content] + [""]
         elif block.kind == "table":
             rows = format_table(block.content)
             lines.append("| " + " | ".join(rows[0]) + " |")
@@ -206,6 +286,8 @@ def render_html(blocks: list[Block], base: Path, title: str) -> str:
             body.append(f"<{block.kind}>{_inline(block.content)}</{block.kind}>")
         elif block.kind == "p":
             body.append(f"<p>{_inline(block.content)}</p>")
+        elif block.kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(item)}</li>" for item in block.content) + "</ul>")
         elif block.kind == "table":
             rows = format_table(block.content)
             head = "".join(f"<th>{html.escape(c)}</th>" for c in rows[0])
@@ -225,9 +307,10 @@ def render_html(blocks: list[Block], base: Path, title: str) -> str:
 
 
 def _inline(text: str) -> str:
-    """Markdown's `code` and [label](link) in a paragraph, as HTML (links stay relative)."""
+    """Markdown's `code`, **bold** and [label](link) in a paragraph, as HTML (links stay relative)."""
     escaped = html.escape(text)
     escaped = re.sub(r"`([^`]+)`", r"<code>\1</code>", escaped)
+    escaped = re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", escaped)
     return re.sub(r"\[([^\]]+)\]\(([^)]+)\)", r'<a href="\2">\1</a>', escaped)
 
 
@@ -244,7 +327,7 @@ def write_plot_tables(curves: pd.DataFrame, ml: pd.DataFrame, out: Path) -> list
         frame = frame.assign(curve=frame.apply(lambda r: f"nz{r.nz}_{r.algorithm}_test", axis=1))
         wide = frame.pivot_table(index="samples_seen", columns="curve", values="value").reset_index()
         paths.append(_write_csv(wide, Path(out) / PLOTS_DIR / f"fig2_{dataset}.csv"))
-    appendix_d = ml[ml.estimator == "appendix_d"]
+    appendix_d = ml[ml.estimator == "appendix_d"]  # pivot_table averages over seeds: the mean curves
     appendix_d = appendix_d.assign(curve=appendix_d.apply(
         lambda r: f"ntrain{int(r.ntrain)}_{r.algorithm}_{r.split}", axis=1))
     wide = appendix_d.pivot_table(index="samples_seen", columns="curve", values="value").reset_index()
@@ -273,7 +356,9 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     ml = load_marginal_likelihoods(runs_root, "fig3")
     variance_path = Path(runs_root) / "estimator_variance.csv"
     variance = pd.read_csv(variance_path) if variance_path.is_file() else None
-    claims = evaluate_claims(curves, ml, finals, variance, lookup(params, "report"))
+    settings = lookup(params, "report")
+    claims = attach_paper_verdicts(evaluate_claims(curves, ml, finals, variance, settings),
+                                   evaluate_paper_claims(curves, ml, reference, settings))
     metrics = build_metrics(curves, ml, finals, variance, claims)
     index_path = Path(figures_dir) / FIGURES_INDEX
     if not index_path.is_file():
@@ -285,7 +370,8 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     times = {"figures": index["wall_seconds"], "report": time.perf_counter() - start}
     provenance = build_provenance(Path(params_path).resolve().parent, params,
                                   Path(lookup(params, "data.raw_dir")), finals, ml, variance, times)
-    blocks = build_blocks(params["profile"], claims, curves, ml, finals, reference, provenance, figure_files)
+    blocks = build_blocks(params["profile"], claims, curves, ml, finals, reference, provenance, figure_files,
+                          index.get("band_captions"))
     with staged_folder(out, last=METRICS_FILE) as staging:
         write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
         # the figures are read where they already are: under out (or figures_dir), not staged

@@ -5,9 +5,11 @@ checkpoint must match to be resumed.
 """
 from __future__ import annotations
 
+import fnmatch
+
 import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -99,11 +101,17 @@ class RunConfig:
             return self.dataset
         return f"{self.dataset}_ntrain{self.ntrain}"
 
-    def default_run_dir(self, runs_root: str | Path = "runs") -> Path:
+    def without_seed(self) -> "RunConfig":
+        """The configuration with the seed left out: runs that differ only in it can train stacked."""
+        return replace(self, seed=0)
+
+    def default_configuration_dir(self, runs_root: str | Path = "runs") -> Path:
+        """``runs/<experiment>/<configuration>``: the folder of this configuration's seeds (each in
+        ``seed<N>/``, :func:`pipeline.run_directory.seed_run_dir`)."""
         name = f"{self.dataset}_nz{self.z_dim}_h{self.hidden_units}_{self.algorithm}"
         if self.ntrain is not None:
             name += f"_ntrain{self.ntrain}"
-        return Path(runs_root) / self.experiment / f"{name}_seed{self.seed}"
+        return Path(runs_root) / self.experiment / name
 
 
 MCEM_STEP_SIZE_RULES = ("mean", "authors")
@@ -189,7 +197,7 @@ def build_run_config(
             f"experiments.{experiment}.{dataset}.hidden_units",
         ),
         ntrain=ntrain,
-        seed=require_int(lookup(params, "training.seed") if seed is None else seed, "training.seed"),
+        seed=require_int(profile_seeds(params)[0] if seed is None else seed, "--seed"),
         samples=require_positive_int(per_dataset.get("samples"), f"{prefix}.{dataset}.samples"),
         minibatch_size=minibatch_size,
         samples_per_datapoint=require_positive_int(
@@ -224,3 +232,41 @@ def build_run_config(
         device=require_choice(device or training.get("device", "auto"), "training.device", DEVICE_CHOICES),
         algorithm_options=mcem_options(params) if algorithm == "mcem" else {},
     )
+
+
+def profile_seeds(params: dict[str, Any]) -> list[int]:
+    """The active profile's seed list (``profiles.<profile>.seeds.list``), checked: distinct integers."""
+    prefix = f"profiles.{params['profile']}.seeds"
+    seeds = active_profile(params).get("seeds")
+    if not isinstance(seeds, dict) or "list" not in seeds:
+        raise ParamsError(f"params.yaml has no {prefix}.list (the seeds each configuration trains with)")
+    values = seeds["list"]
+    if not isinstance(values, list) or not values:
+        raise ParamsError(f"{prefix}.list must be a non-empty list of integers, got {values!r}")
+    checked = [require_int(v, f"{prefix}.list[]") for v in values]
+    if len(set(checked)) != len(checked):
+        raise ParamsError(f"{prefix}.list repeats a seed: {checked}")
+    return checked
+
+
+def configuration_seeds(params: dict[str, Any], experiment: str, run_name: str) -> list[int]:
+    """The seeds ``runs/<experiment>/<run_name>`` trains with on the active profile: the whole
+    list if ``<experiment>/<run_name>`` matches a pattern of ``seeds.several`` (shell-style, e.g.
+    ``fig3/*``), otherwise only its first seed (docs/protocol.md, section 10: which configurations
+    get several seeds is a budget choice, stated in params.yaml and in the report)."""
+    seeds = profile_seeds(params)
+    patterns = active_profile(params)["seeds"].get("several", ["*"])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
+        raise ParamsError(f"profiles.{params['profile']}.seeds.several must be a list of patterns, got {patterns!r}")
+    name = f"{experiment}/{run_name}"
+    return seeds if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns) else seeds[:1]
+
+
+def seeds_side_by_side(params: dict[str, Any]) -> bool:
+    """Whether the seeds of a configuration that cannot train stacked run side by side, one worker
+    process each (``profiles.<profile>.seeds.side_by_side``, default true): worth a process start
+    each (a few seconds) except on the smoke profile's tiny runs."""
+    value = active_profile(params)["seeds"].get("side_by_side", True)
+    if not isinstance(value, bool):
+        raise ParamsError(f"profiles.{params['profile']}.seeds.side_by_side must be true or false, got {value!r}")
+    return value

@@ -1,6 +1,6 @@
 """One home for run directories (docs/design.md, "File contracts"): every stage reads them here.
 
-``runs/<experiment>/<run-id>/`` holds
+``runs/<experiment>/<configuration>/seed<N>/`` (a run: one configuration, one seed) holds
 
 - ``config.json``: the resolved :class:`~pipeline.run_config.RunConfig`, plus what training
   resolved (``n_train``, ``resolved_device``, ``fingerprint``, the evaluation and checkpoint
@@ -8,7 +8,10 @@
 - ``curve.csv``, ``final.json``: the training curve and its summary (:mod:`pipeline.train`);
 - ``checkpoints/samples_<samples seen>.pt``: at fixed sample counts, each recorded with its sha256
   in ``checkpoints/manifest.json`` once written;
-- ``marginal_likelihood.csv``: added by the evaluation stage (Figure 3 runs).
+The evaluation stage writes a run's marginal likelihoods outside it, to
+``runs/marginal_likelihood/<experiment>/<configuration>/seed<N>.csv``
+(:func:`marginal_likelihood_path`): DVC outputs may not overlap, and a configuration's training
+stage owns its whole folder.
 
 This module reads config.json (:func:`read_run_config`, :func:`run_identity`), lists and loads
 checkpoints, builds the model a run trained (:func:`build_model`, :func:`model_from_checkpoint`)
@@ -108,7 +111,8 @@ def run_identity(run_dir: str | Path) -> dict:
     stored = _read_config_json(run_dir)
     config = _config_from(stored, run_dir)
     return {
-        "run": run_dir.name,
+        "run": run_dir.parent.name,  # the configuration; its seeds share the name
+        "seed": int(config.seed),
         "experiment": config.experiment,
         "dataset": config.dataset,
         "algorithm": config.algorithm,
@@ -119,10 +123,47 @@ def run_identity(run_dir: str | Path) -> dict:
     }
 
 
+SEED_PREFIX = "seed"
+MARGINAL_LIKELIHOOD_ROOT = "marginal_likelihood"
+
+
+def seed_run_dir(configuration_dir: str | Path, seed: int) -> Path:
+    """The run directory of one seed of a configuration: ``<configuration_dir>/seed<N>``."""
+    return Path(configuration_dir) / f"{SEED_PREFIX}{int(seed)}"
+
+
+def _seed_number(path: Path) -> int | None:
+    suffix = path.name[len(SEED_PREFIX):]
+    return int(suffix) if path.name.startswith(SEED_PREFIX) and suffix.isdigit() else None
+
+
+def seed_directories(configuration_dir: str | Path) -> list[Path]:
+    """The run directories (``seed<N>/`` with a config.json) of a configuration, by seed number."""
+    root = Path(configuration_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _seed_number(p) is not None and (p / CONFIG_FILE).is_file()]
+    return sorted(found, key=_seed_number)
+
+
 def run_directories(runs_root: str | Path, experiment: str) -> list[Path]:
-    """Every run directory (one with a config.json) of an experiment, sorted by name."""
+    """Every run directory (``<configuration>/seed<N>/`` with a config.json) of an experiment,
+    sorted by configuration name, then seed number."""
     root = Path(runs_root) / experiment
-    return sorted(p for p in root.iterdir() if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
+    if not root.is_dir():
+        return []
+    return [run for configuration in sorted(p for p in root.iterdir() if p.is_dir())
+            for run in seed_directories(configuration)]
+
+
+def marginal_likelihood_path(run_dir: str | Path, runs_root: str | Path | None = None) -> Path:
+    """Where the evaluation stage writes a run's marginal likelihoods:
+    ``<runs_root>/marginal_likelihood/<experiment>/<configuration>/seed<N>.csv`` (``runs_root``
+    defaults to the folder three levels above the run)."""
+    run_dir = Path(run_dir)
+    experiment_dir = run_dir.parent.parent
+    root = Path(runs_root) if runs_root is not None else experiment_dir.parent
+    return root / MARGINAL_LIKELIHOOD_ROOT / experiment_dir.name / run_dir.parent.name / f"{run_dir.name}.csv"
 
 
 def _is_temporary_of(name: str, owners: tuple[str, ...]) -> bool:
@@ -163,6 +204,24 @@ def check_run_directory(run_dir: Path) -> None:
             f"run (a run writes {CONFIG_FILE} first). Choose a new or empty --out, or move them away")
     if (run_dir / CONFIG_FILE).is_file():
         read_run_config(run_dir)  # not ours, or damaged: a clear error naming the file
+
+
+def check_configuration_directory(configuration_dir: Path) -> None:
+    """Refuse a configuration folder (the ``--out`` of ``vaebench train``) that holds anything but
+    its seeds' run directories (``seed<N>/``), so that training never writes among files it did
+    not write; each seed's run directory is then checked by :func:`check_run_directory`."""
+    configuration_dir = Path(configuration_dir)
+    if configuration_dir.exists() and not configuration_dir.is_dir():
+        raise NotARunDirectoryError(f"{configuration_dir} is a file, not a configuration's folder: choose another --out")
+    if not configuration_dir.is_dir():
+        return
+    foreign = sorted(p.name for p in configuration_dir.iterdir() if not (p.is_dir() and _seed_number(p) is not None))
+    if foreign:
+        hint = (" (it is a run directory: --out names the configuration's folder, which holds one run directory "
+                "per seed, seed<N>/)" if CONFIG_FILE in foreign else "")
+        raise NotARunDirectoryError(
+            f"{configuration_dir} holds files that are not seeds' run directories ({', '.join(foreign[:5])}"
+            f"{' ...' if len(foreign) > 5 else ''}){hint}: choose a new or empty --out, or move them away")
 
 
 @contextmanager

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from .run_directory import (CURVE_FILE, FINAL_FILE, MARGINAL_LIKELIHOOD_FILE, MissingRunError, run_directories,
+from .run_directory import (CURVE_FILE, FINAL_FILE, MissingRunError, marginal_likelihood_path, run_directories,
                             run_identity)
 
 
@@ -46,10 +46,10 @@ def load_marginal_likelihoods(runs_root: Path, experiment: str = "fig3") -> pd.D
     """Every ``marginal_likelihood.csv`` of an experiment (Figure 3's y-axis), with run identity."""
     frames = []
     for run_dir in run_directories(runs_root, experiment):
-        path = run_dir / MARGINAL_LIKELIHOOD_FILE
+        path = marginal_likelihood_path(run_dir, runs_root)
         if not path.is_file():
-            raise MissingRunError(f"{path} not found: run `vaebench evaluate marginal-likelihood --run {run_dir}`")
-        frame = pd.read_csv(path).drop(columns=["run", "algorithm", "ntrain"], errors="ignore")
+            raise MissingRunError(f"{path} not found: run `vaebench evaluate marginal-likelihood --run {run_dir.parent}`")
+        frame = pd.read_csv(path).drop(columns=["run", "algorithm", "ntrain", "seed"], errors="ignore")
         frames.append(frame.assign(**run_identity(run_dir)))
     if not frames:
         raise MissingRunError(f"no trained runs under {Path(runs_root) / experiment}: run `dvc repro` first")

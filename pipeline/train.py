@@ -18,8 +18,10 @@ Choices a reader should know about:
   does); one with another fingerprint is retrained beside it and replaced only when the new run
   has finished (:func:`run_training`). A folder that holds files vaebench did not write is
   refused, and a run directory is locked while a process writes it.
-- Torch's thread count follows the cores other processes leave free (:mod:`pipeline.cpu_threads`),
-  re-checked every ``PROGRESS_CHUNK_STEPS`` updates; the numbers do not depend on it.
+- A run keeps one torch thread count, recorded in config.json and its checkpoints (a resume takes
+  it again): Figure 2's numbers depend on it in their last bits (:mod:`pipeline.cpu_threads`;
+  ``VAEBENCH_THREADS=adaptive`` follows the free cores instead, every ``PROGRESS_CHUNK_STEPS``
+  updates).
 - A NaN or inf objective (or, for MCEM, a diverging one) stops the run with an error naming the
   last good checkpoint, which is kept.
 """
@@ -30,6 +32,8 @@ import json
 import math
 import shutil
 import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
@@ -38,13 +42,14 @@ from tqdm import tqdm
 
 from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, NonFiniteLossError, OptimizerConfig
-from vae_core.training import select_step_size
+from vae_core.training import select_step_size, train_stacked_steps
 
 from .code_dependencies import source_fingerprint
 from .cpu_threads import ThreadGovernor
 from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
 from .prepared_data import recorded_sha256
+from .processes import run_in_processes
 from .run_config import RunConfig
 from .run_directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, RETRAIN_DIR, CorruptRunError,
                             RunData, build_model, check_run_directory, checkpoint_path, load_checkpoint, load_run_data,
@@ -160,7 +165,35 @@ def run_training(
     stop_after_samples: int | None = None,
     force: bool = False,
 ) -> dict:
-    """Train one configuration into ``run_dir``; returns the contents of ``final.json``.
+    """Train one configuration and seed into ``run_dir``; returns the contents of ``final.json``
+    (:func:`train_seeds` with one run)."""
+    return train_seeds([config], [run_dir], prepared_dir, resume, progress, stop_after_samples, force)[0]
+
+
+def train_seeds(
+    configs: list[RunConfig],
+    run_dirs: list[str | Path],
+    prepared_dir: str | Path = "data/prepared",
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_samples: int | None = None,
+    force: bool = False,
+    parallel: bool = True,
+) -> list[dict]:
+    """Train runs (one configuration, several seeds) into their ``run_dirs``; returns each run's
+    ``final.json`` contents.
+
+    Runs of fused AEVB that start from the same point (all new, or all resuming at the same
+    checkpoint) train together in this process, stacked in one
+    :class:`~vae_core.fused_aevb.StackedAEVB`: each seed draws its own random numbers from its own
+    generator in the order it would alone, so its numbers are those of the seed trained alone
+    (bit for bit where the update's buffers are whole 16-float vectors, to rounding otherwise:
+    tests/test_seeds.py, tests/test_fused_aevb.py). The seeds of other algorithms (wake-sleep,
+    MCEM: no stacked engine) train at once in one worker process each (``parallel``; otherwise one
+    after another here): on 2 cores two small models train about twice as fast side by side as one
+    after another, since one such model gains little from a second thread (README, "Speed"); each
+    process's thread count follows the cores the others leave free, and the numbers do not depend
+    on it (:mod:`pipeline.cpu_threads`). For every run:
 
     - ``run_dir`` must be new, empty, or a run directory of vaebench's (anything else is refused:
       training never deletes files it did not write), and is locked while this process writes it.
@@ -173,27 +206,50 @@ def run_training(
     ``stop_after_samples`` ends the process early after that many samples, as if killed right
     after the checkpoint at or before it (used by the resume tests).
     """
-    run_dir = Path(run_dir)
-    check_run_directory(run_dir)
+    run_dirs = [Path(d) for d in run_dirs]
+    if len(configs) != len(run_dirs) or len(set(run_dirs)) != len(run_dirs):
+        raise ValueError("train_seeds needs one distinct run directory per configuration")
+    if parallel and len(configs) > 1 and not all(stackable(c) for c in configs):
+        return run_in_processes(run_training, [
+            ((config, run_dir, prepared_dir, resume, False, stop_after_samples, force), str(run_dir))
+            for config, run_dir in zip(configs, run_dirs)], progress)
+    for run_dir in run_dirs:
+        check_run_directory(run_dir)
     governor = ThreadGovernor()  # watches the machine from here on (it needs a moment before its first look)
-    with locked_run_directory(run_dir):
-        remove_temporaries(run_dir)
-        fingerprint = run_fingerprint(config, prepared_dir)
-        staging = run_dir / RETRAIN_DIR
-        if finished_fingerprint(staging) == fingerprint:  # a retraining killed while replacing the run
-            replace_run(staging, run_dir)
-        if finished_fingerprint(run_dir) == fingerprint and not force:
-            return {**require_finished(run_dir), "already_finished": True}
-        if finished_fingerprint(run_dir) is None:
-            return train_run(config, run_dir, prepared_dir, fingerprint, resume, progress, stop_after_samples, governor)
-        if finished_fingerprint(staging) is not None or not resume:  # a finished or unwanted staging run
-            shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir(exist_ok=True)
-        remove_temporaries(staging)
-        final = train_run(config, staging, prepared_dir, fingerprint, resume, progress, stop_after_samples, governor)
-        if "stopped_at" not in final:
-            replace_run(staging, run_dir)
-        return final
+    results: list[dict | None] = [None] * len(configs)
+    with ExitStack() as locks:
+        for run_dir in run_dirs:
+            locks.enter_context(locked_run_directory(run_dir))
+        pending = []  # (index, config, directory to train in, fingerprint)
+        for index, (config, run_dir) in enumerate(zip(configs, run_dirs)):
+            remove_temporaries(run_dir)
+            fingerprint = run_fingerprint(config, prepared_dir)
+            staging = run_dir / RETRAIN_DIR
+            if finished_fingerprint(staging) == fingerprint:  # a retraining killed while replacing the run
+                replace_run(staging, run_dir)
+            if finished_fingerprint(run_dir) == fingerprint and not force:
+                results[index] = {**require_finished(run_dir), "already_finished": True}
+                continue
+            if finished_fingerprint(run_dir) is None:
+                pending.append((index, config, run_dir, fingerprint))
+                continue
+            if finished_fingerprint(staging) is not None or not resume:  # a finished or unwanted staging run
+                shutil.rmtree(staging, ignore_errors=True)
+            staging.mkdir(exist_ok=True)
+            remove_temporaries(staging)
+            pending.append((index, config, staging, fingerprint))
+        finals = train_pending([(c, d, f) for _, c, d, f in pending], prepared_dir, resume, progress,
+                               stop_after_samples, governor)
+        for (index, _, target, _), final in zip(pending, finals):
+            if target != run_dirs[index] and "stopped_at" not in final:
+                replace_run(target, run_dirs[index])
+            results[index] = final
+    return results
+
+
+def stackable(config: RunConfig) -> bool:
+    """Whether runs of ``config`` train on the fused AEVB update, which stacks (vae_core.aevb)."""
+    return config.algorithm == "aevb" and config.estimator == "B" and config.samples_per_datapoint == 1
 
 
 def finished_fingerprint(run_dir: Path) -> str | None:
@@ -206,67 +262,137 @@ def finished_fingerprint(run_dir: Path) -> str | None:
         return None
 
 
-def train_run(config: RunConfig, run_dir: Path, prepared_dir: str | Path, fingerprint: str, resume: bool,
-              progress: bool, stop_after_samples: int | None, governor: ThreadGovernor) -> dict:
-    """Train (or resume) the run in ``run_dir``, which holds no finished run; write ``final.json``.
-    ``governor`` sets the thread count before the step-size trial and every chunk of updates."""
-    device = resolve_device(config.device)
-    data = load_run_data(config, prepared_dir, device)
+@dataclass
+class RunState:
+    """One run being trained: where it writes, and everything its checkpoints carry."""
+
+    config: RunConfig
+    run_dir: Path
+    fingerprint: str
+    algorithm: object = None
+    step_size: float = 0.0
+    trial_scores: dict = field(default_factory=dict)
+    trial_seconds: float = 0.0
+    samples_seen: int = 0
+    rows: list = field(default_factory=list)
+    train_seconds: float = 0.0
+    eval_seconds: float = 0.0
+    resumed_from: str | None = None
+    last_checkpoint: str | Path | None = None
+    rng_state: dict | None = None  # the run's random numbers where training continues (capture_rng_state)
+    generator: torch.Generator | None = None  # stacked runs: the run's own generator, from rng_state
+
+
+def train_pending(pending: list[tuple[RunConfig, Path, str]], prepared_dir: str | Path, resume: bool,
+                  progress: bool, stop_after_samples: int | None, governor: ThreadGovernor) -> list[dict]:
+    """Train (or resume) the runs in ``pending`` (config, directory, fingerprint), which hold no
+    finished run: stacked when they are fused AEVB runs at the same starting point, otherwise one
+    after another. Writes each run's ``final.json``; returns their contents in order."""
+    if not pending:
+        return []
+    device = resolve_device(pending[0][0].device)
+    data = load_run_data(pending[0][0], prepared_dir, device)
+    states = [prepare_run(config, run_dir, fingerprint, data, device, resume, governor)
+              for config, run_dir, fingerprint in pending]
+    stack = len(states) > 1 and all(s.algorithm.stackable for s in states) \
+        and len({s.samples_seen for s in states}) == 1 and len({s.config.without_seed().fingerprint() for s in states}) == 1
+    if stack:
+        return train_states(states, data, device, progress, stop_after_samples, governor)
+    finals = []
+    for state in states:
+        # a run trained alone draws from torch's global generator, set where prepare_run left the run
+        restore_rng_state(state.rng_state, device)
+        finals += train_states([state], data, device, progress, stop_after_samples, governor)
+    return finals
+
+
+def prepare_run(config: RunConfig, run_dir: Path, fingerprint: str, data: RunData, device: torch.device,
+                resume: bool, governor: ThreadGovernor) -> RunState:
+    """Write config.json, then resume the run from its newest checkpoint or start it: the step-size
+    trial (if the step size is ``auto``), then the seeded initialization. The run's random numbers
+    continue from ``state.rng_state`` (torch's generator state right after the initialization, or
+    the checkpoint's saved state)."""
     n_train = data.train.shape[0]
     M = config.minibatch_size
     total = math.ceil(config.samples / M) * M
     eval_points = evaluation_schedule(config.eval_first_samples, total, config.eval_points_per_decade, M)
     checkpoint_points = checkpoint_schedule(config.checkpoint_every, total, M)
-
-    state = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
-    if state is None:
+    saved = find_resumable_checkpoint(run_dir, fingerprint) if resume else None
+    if saved is None:
         for stale in (CHECKPOINTS_DIR, CURVE_FILE, FINAL_FILE):
             target = run_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
+    elif saved.get("threads"):  # a run keeps its thread count: its numbers depend on it (pipeline.cpu_threads)
+        governor.fix(saved["threads"])
     write_json(
         run_dir / CONFIG_FILE,
         {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
-         "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points},
+         "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points,
+         "threads": torch.get_num_threads()},
     )
     governor.update()
-
-    binarize = config.binarize == "dynamic"
-    if state is None:
-        trial_scores: dict[float, float] = {}
-        step_size = config.step_size
+    state = RunState(config, run_dir, fingerprint)
+    if saved is None:
+        state.step_size = config.step_size
         trial_start = time.perf_counter()
-        if step_size is None:
-            step_size, trial_scores = select_step_size(
-                lambda s: build_algorithm(config, s, n_train, device),
-                config.step_size_grid,
-                data.train,
-                data.eval_train,
-                config.step_size_trial_samples // M,
-                M,
-                config.seed,
-                binarize,
-            )
-        trial_seconds = time.perf_counter() - trial_start
+        if state.step_size is None:
+            state.step_size, state.trial_scores = select_step_size(
+                lambda s: build_algorithm(config, s, n_train, device), config.step_size_grid, data.train,
+                data.eval_train, config.step_size_trial_samples // M, M, config.seed, config.binarize == "dynamic")
+        state.trial_seconds = time.perf_counter() - trial_start
         torch.manual_seed(config.seed)
-        algorithm = build_algorithm(config, step_size, n_train, device)
-        samples_seen, rows = 0, []
-        train_seconds = eval_seconds = 0.0
-        resumed_from = None
+        state.algorithm = build_algorithm(config, state.step_size, n_train, device)
+        state.rng_state = capture_rng_state(device)
     else:
-        step_size, trial_scores = state["step_size"], state["step_size_trial_scores"]
-        trial_seconds = state["trial_seconds"]
-        algorithm = build_algorithm(config, step_size, n_train, device)
-        algorithm.load_state_dict(state["algorithm"])
-        restore_rng_state(state["rng"], device)
-        samples_seen, rows = state["samples_seen"], list(state["curve_rows"])
-        train_seconds, eval_seconds = state["train_seconds"], state["eval_seconds"]
-        resumed_from = state["path"]
+        state.step_size, state.trial_scores = saved["step_size"], saved["step_size_trial_scores"]
+        state.trial_seconds = saved["trial_seconds"]
+        state.algorithm = build_algorithm(config, state.step_size, n_train, device)
+        state.algorithm.load_state_dict(saved["algorithm"])
+        state.rng_state = saved["rng"]
+        state.samples_seen, state.rows = saved["samples_seen"], list(saved["curve_rows"])
+        state.train_seconds, state.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
+        state.resumed_from = state.last_checkpoint = saved["path"]
+    return state
 
-    last_checkpoint = resumed_from
+
+def generator_from_state(rng: dict, device: torch.device) -> torch.Generator:
+    """A generator on ``device`` in a checkpoint's saved state (:func:`capture_rng_state`)."""
+    generator = torch.Generator(device=device)
+    generator.set_state(rng["cuda"] if device.type == "cuda" else rng["cpu"])
+    return generator
+
+
+def generator_rng_state(generator: torch.Generator, device: torch.device) -> dict:
+    """A stacked run's random-number state in the format of :func:`capture_rng_state` (so a
+    checkpoint resumes the same whether its run was stacked or not)."""
+    state = {"cpu": generator.get_state() if device.type != "cuda" else torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = generator.get_state()
+    return state
+
+
+def train_states(states: list[RunState], data: RunData, device: torch.device, progress: bool,
+                 stop_after_samples: int | None, governor: ThreadGovernor) -> list[dict]:
+    """The training loop: chunks of updates up to each evaluation and checkpoint point. One state
+    trains alone on torch's global generator (``TrainingAlgorithm.train_steps``); several train
+    stacked (:func:`vae_core.training.train_stacked_steps`), each on its own generator, and each
+    is charged its share of the stack's time (so samples/s is per run)."""
+    first = states[0].config
+    M = first.minibatch_size
+    total = math.ceil(first.samples / M) * M
+    eval_points = evaluation_schedule(first.eval_first_samples, total, first.eval_points_per_decade, M)
+    checkpoint_points = checkpoint_schedule(first.checkpoint_every, total, M)
+    binarize = first.binarize == "dynamic"
+    stacked = len(states) > 1
+    engine = AEVB.stack([s.algorithm for s in states]) if stacked else None
+    for state in states if stacked else []:
+        state.generator = generator_from_state(state.rng_state, device)
+    seeds = ",".join(str(s.config.seed) for s in states)
     bar = tqdm(
-        total=total, initial=samples_seen, unit="sample", unit_scale=True, disable=not progress,
-        desc=f"{config.algorithm} {config.dataset} Nz={config.z_dim}", mininterval=1.0,
+        total=total, initial=states[0].samples_seen, unit="sample", unit_scale=True, disable=not progress,
+        desc=f"{first.algorithm} {first.dataset} Nz={first.z_dim} seed {seeds}", mininterval=1.0,
     )
+    samples_seen = states[0].samples_seen
     events = sorted(set(eval_points) | set(checkpoint_points))
     try:
         for event in (e for e in events if e > samples_seen):
@@ -275,53 +401,75 @@ def train_run(config: RunConfig, run_dir: Path, prepared_dir: str | Path, finger
                 governor.update()
                 start = time.perf_counter()
                 try:
-                    last = algorithm.train_steps(data.train, steps, M, binarize)
+                    if stacked:
+                        bounds = train_stacked_steps(engine, [data.train] * len(states), [s.generator for s in states],
+                                                     steps, M, binarize)
+                        last = float(bounds.mean())
+                    else:
+                        last = states[0].algorithm.train_steps(data.train, steps, M, binarize)
                 except NonFiniteLossError as err:
+                    where = "; ".join(f"{s.run_dir}: last good checkpoint {s.last_checkpoint or 'none yet'}"
+                                      for s in states)
                     raise TrainingDivergedError(
-                        f"run {run_dir} diverged between {samples_seen} and {samples_seen + steps * M} "
-                        f"samples: {err} Last good checkpoint: {last_checkpoint or 'none yet'}."
-                    ) from err
-                train_seconds += time.perf_counter() - start
+                        f"training diverged between {samples_seen} and {samples_seen + steps * M} samples: {err} "
+                        f"({where}).") from err
+                share = (time.perf_counter() - start) / len(states)
                 samples_seen += steps * M
+                for state in states:
+                    state.train_seconds += share
+                    state.samples_seen = samples_seen
                 bar.update(steps * M)
                 bar.set_postfix(bound=f"{last:.1f}", refresh=False)
-            if event in eval_points:
-                start = time.perf_counter()
-                rows += evaluation_rows(algorithm, data, samples_seen,
-                                        round(trial_seconds + train_seconds + eval_seconds, 3))
-                eval_seconds += time.perf_counter() - start
-                write_curve(run_dir, rows)
-            if event in checkpoint_points:
-                last_checkpoint = checkpoint_path(run_dir, samples_seen)
-                save_torch(
-                    last_checkpoint,
-                    {"fingerprint": fingerprint, "samples_seen": samples_seen,
-                     "algorithm": algorithm.state_dict(), "rng": capture_rng_state(device),
-                     "curve_rows": rows, "step_size": step_size,
-                     "step_size_trial_scores": trial_scores, "trial_seconds": trial_seconds,
-                     "train_seconds": train_seconds, "eval_seconds": eval_seconds},
-                )
-                record_checkpoint(last_checkpoint)
-                if stop_after_samples is not None and samples_seen >= stop_after_samples:
-                    return {"stopped_at": samples_seen}
+            for state in states:
+                if event in eval_points:
+                    start = time.perf_counter()
+                    state.rows += evaluation_rows(state.algorithm, data, samples_seen, round(
+                        state.trial_seconds + state.train_seconds + state.eval_seconds, 3))
+                    state.eval_seconds += time.perf_counter() - start
+                    write_curve(state.run_dir, state.rows)
+                if event in checkpoint_points:
+                    write_checkpoint(state, device, stacked)
+            if event in checkpoint_points and stop_after_samples is not None and samples_seen >= stop_after_samples:
+                return [{"stopped_at": samples_seen} for _ in states]
     finally:
         bar.close()
+    return [write_final(state, device, len(states)) for state in states]
 
-    final_rows = {row["split"]: row["value"] for row in rows
-                  if row["samples_seen"] == samples_seen and row["metric"] == "lower_bound"}
+
+def write_checkpoint(state: RunState, device: torch.device, stacked: bool) -> None:
+    state.last_checkpoint = checkpoint_path(state.run_dir, state.samples_seen)
+    rng = generator_rng_state(state.generator, device) if stacked else capture_rng_state(device)
+    save_torch(
+        state.last_checkpoint,
+        {"fingerprint": state.fingerprint, "samples_seen": state.samples_seen,
+         "algorithm": state.algorithm.state_dict(), "rng": rng,
+         "curve_rows": state.rows, "step_size": state.step_size,
+         "step_size_trial_scores": state.trial_scores, "trial_seconds": state.trial_seconds,
+         "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
+         "threads": torch.get_num_threads()},
+    )
+    record_checkpoint(state.last_checkpoint)
+
+
+def write_final(state: RunState, device: torch.device, stacked_runs: int) -> dict:
+    final_rows = {row["split"]: row["value"] for row in state.rows
+                  if row["samples_seen"] == state.samples_seen and row["metric"] == "lower_bound"}
     final = {
-        "samples_seen": samples_seen,
-        "step_size": step_size,
-        "step_size_trial_scores": {str(k): v for k, v in trial_scores.items()},
+        "samples_seen": state.samples_seen,
+        "step_size": state.step_size,
+        "step_size_trial_scores": {str(k): v for k, v in state.trial_scores.items()},
         "final_train_lower_bound": final_rows.get("train"),
         "final_test_lower_bound": final_rows.get("test"),
-        "trial_seconds": round(trial_seconds, 3),
-        "train_seconds": round(train_seconds, 3),
-        "eval_seconds": round(eval_seconds, 3),
-        "training_samples_per_second": round(samples_seen / train_seconds, 1) if train_seconds else None,
+        "trial_seconds": round(state.trial_seconds, 3),
+        "train_seconds": round(state.train_seconds, 3),
+        "eval_seconds": round(state.eval_seconds, 3),
+        "training_samples_per_second": round(state.samples_seen / state.train_seconds, 1)
+        if state.train_seconds else None,
+        "stacked_runs": stacked_runs,
+        "threads": torch.get_num_threads(),
         "device": str(device),
-        "resumed_from": resumed_from,
-        "final_metrics": algorithm.extra_metrics(),
+        "resumed_from": state.resumed_from,
+        "final_metrics": state.algorithm.extra_metrics(),
     }
-    write_json(run_dir / FINAL_FILE, final)
+    write_json(state.run_dir / FINAL_FILE, final)
     return final

@@ -133,12 +133,13 @@ def test_the_marginal_likelihood_stage_runs_on_the_device(device_setup, device):
     params_path.write_text(yaml.safe_dump(params))
     for algorithm in ("aevb", "mcem"):
         config = build_run_config(params, "fig3", "mnist", algorithm, 3, ntrain=400)
-        run_training(config, tmp / algorithm, prepared, progress=False)
+        run_training(config, tmp / algorithm / "seed1", prepared, progress=False)
         result = CliRunner().invoke(main, ["evaluate", "marginal-likelihood", "--run", str(tmp / algorithm),
+                                           "--out", str(tmp / "ml" / algorithm),
                                            "--params", str(params_path), "--prepared-dir", str(prepared),
                                            "--device", device.type, "--no-progress"])
         assert result.exit_code == 0, result.output
-        frame = pd.read_csv(tmp / algorithm / "marginal_likelihood.csv")
+        frame = pd.read_csv(tmp / "ml" / algorithm / "seed1.csv")
         assert set(frame.estimator) == {"appendix_d", "importance_sampling", "grid"}
         final = frame[frame.samples_seen == 2000].set_index(["split", "estimator"]).value
         for split in ("train", "test"):

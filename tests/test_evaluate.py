@@ -136,3 +136,40 @@ def test_a_profile_may_set_its_own_importance_sample_count(trained_runs):
     params["profiles"]["smoke"]["fig3"]["marginal_likelihood"]["importance_samples"] = 0
     with pytest.raises(ParamsError, match=r"profiles\.smoke\.fig3\.marginal_likelihood\.importance_samples"):
         settings_from_params(params)
+
+
+def test_cross_checks_only_where_the_settings_ask(trained_runs, tmp_path):
+    params, _, prepared, runs = trained_runs
+    from dataclasses import replace
+    settings = replace(settings_from_params(params), cross_check_splits=("test",))
+    frame = evaluate_run(runs["aevb"], prepared, settings, "cpu", progress=False, out=tmp_path / "ml.csv")
+    final = frame[frame.samples_seen == frame.samples_seen.max()]
+    assert set(final[final.split == "train"].estimator) == {"appendix_d"}
+    assert set(final[final.split == "test"].estimator) == {"appendix_d", "importance_sampling", "grid"}
+    other = replace(settings, splits=("test",), cross_checks="none")
+    frame = evaluate_run(runs["aevb"], prepared, other, "cpu", progress=False, out=tmp_path / "other.csv")
+    assert set(frame.split) == {"test"} and set(frame.estimator) == {"appendix_d"}
+
+
+def test_the_estimators_do_not_depend_on_the_thread_count_on_figure_3s_model():
+    """Why the evaluation stage may follow the free cores (pipeline/evaluate.py): on the Figure 3
+    architecture (100 hidden units, Nz = 3, 784 pixels) Appendix D, importance sampling and the grid
+    give the same numbers on one thread and on two."""
+    from vae_core import ModelConfig, VariationalAutoEncoder
+    from vae_core.marginal_likelihood import appendix_d_estimator, grid_estimator, importance_sampling_estimator
+
+    torch.manual_seed(0)
+    model = VariationalAutoEncoder(ModelConfig(784, 3, 100, "bernoulli"))
+    x = torch.bernoulli(torch.full((200, 784), 0.2), generator=torch.Generator().manual_seed(1))
+    before, results = torch.get_num_threads(), {}
+    try:
+        for threads in (1, 2):
+            torch.set_num_threads(threads)
+            torch.manual_seed(3)
+            appendix_d = appendix_d_estimator(model, x, n_samples=10, burn_in=10).mean()
+            torch.manual_seed(3)
+            sampled = importance_sampling_estimator(model, x, n_samples=300).mean()
+            results[threads] = (appendix_d, sampled, grid_estimator(model, x[:50]).mean())
+    finally:
+        torch.set_num_threads(before)
+    assert results[1] == results[2]

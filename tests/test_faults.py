@@ -79,8 +79,8 @@ def test_1_a_checkpoint_that_carries_code_never_runs_it(tiny_setup):
     run_training(config_of(params), run_dir, prepared, progress=False)
     marker = tmp / "pwned"
     plant_code_in_checkpoint(run_dir / "checkpoints" / "samples_000000004000.pt", marker)
-    (tmp / "runs-root" / "fig2").mkdir(parents=True)
-    os.symlink(run_dir, tmp / "runs-root" / "fig2" / "run")
+    (tmp / "runs-root" / "fig2" / "run").mkdir(parents=True)
+    os.symlink(run_dir, tmp / "runs-root" / "fig2" / "run" / "seed1")
     result = CliRunner().invoke(main, ["evaluate", "estimator-variance", "--runs", str(tmp / "runs-root"),
                                        "--params", str(params_path), "--prepared-dir", str(prepared),
                                        "--out", str(tmp / "variance.csv")])
@@ -102,12 +102,13 @@ def test_1_resuming_skips_a_checkpoint_that_carries_code(tiny_setup):
 # ---------------------------------------------------------------------------- 2. one writer at a time
 def test_2_a_second_training_into_the_same_out_is_refused_while_the_first_writes(tiny_setup):
     params, params_path, prepared, tmp = tiny_setup
-    run_dir = tmp / "run"
+    run_dir = tmp / "run" / "seed1"  # the CLI's --out is the configuration's folder, seed 1 its run
     with locked_run_directory(run_dir):  # as a first process holds it while it trains
         with pytest.raises(RunLockedError, match="another vaebench process is writing"):
             run_training(config_of(params, seed=2), run_dir, prepared, progress=False)
         result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
-                                           "--prepared-dir", str(prepared), "--out", str(run_dir), "--no-progress"])
+                                           "--prepared-dir", str(prepared), "--out", str(run_dir.parent),
+                                           "--no-progress"])
         assert "another vaebench process is writing" in one_line_error(result)
     assert not (run_dir / "config.json").exists()  # the refused run wrote nothing
     run_training(config_of(params), run_dir, prepared, progress=False)  # the lock is gone with its holder
@@ -118,14 +119,15 @@ def test_2_two_real_processes_into_one_out_leave_one_consistent_run(tiny_setup):
     bigger = copy.deepcopy(params)
     bigger["profiles"]["smoke"]["fig2"]["mnist"]["samples"] = 5_000_000  # long enough to be running still
     params_path.write_text(yaml.safe_dump(bigger))
-    run_dir = tmp / "run"
+    run_dir = tmp / "run" / "seed1"
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3", "--params",
-               str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir), "--no-progress"]
-    first = subprocess.Popen(command + ["--seed", "1"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+               str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent), "--no-progress",
+               "--seed", "1"]
+    first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
         while not (run_dir / "curve.csv").exists():
             assert first.poll() is None, first.communicate()
-        second = subprocess.run(command + ["--seed", "2"], cwd=REPO, capture_output=True, text=True, timeout=120)
+        second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert first.poll() is None, "the first run finished before the second started: raise its budget"
     finally:
         first.kill()
@@ -183,10 +185,16 @@ def test_4_training_refuses_an_out_that_holds_files_it_did_not_write(tiny_setup,
     before = file_bytes(folder)
     with pytest.raises((NotARunDirectoryError, CorruptRunError)):
         run_training(config_of(params), folder, prepared, progress=False)
-    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
-                                       "--prepared-dir", str(prepared), "--out", str(folder), "--no-progress"])
-    one_line_error(result)
-    assert file_bytes(folder) == before
+    for out in (folder, folder / "seed1"):  # as a configuration's folder, and as the run of its seed
+        if out.name == "seed1":
+            shutil.move(folder, tmp / "moved")
+            folder.mkdir()
+            shutil.move(tmp / "moved", out)
+            before = file_bytes(folder)
+        result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
+                                           "--prepared-dir", str(prepared), "--out", str(folder), "--no-progress"])
+        one_line_error(result)
+        assert file_bytes(folder) == before
 
 
 # ---------------------------------------------------------------------------- 5. MCEM diverges
@@ -209,7 +217,7 @@ def test_5_a_diverging_mcem_stops_like_the_others(tiny_setup):
 @pytest.mark.parametrize("section, key, value, message", [
     ("training", "minibatch_size", None, "training.minibatch_size"),
     ("optimizer", "adagrad_eps", None, "optimizer.adagrad_eps"),
-    ("training", "seed", "abc", "training.seed must be a whole number"),
+    ("training", "minibatch_size", "abc", "training.minibatch_size must be a positive integer"),
     ("training", "device", "tpu", "training.device must be one of"),
 ])
 def test_a_missing_or_bad_params_value_is_named(tiny_setup, section, key, value, message):
@@ -231,7 +239,7 @@ def test_a_missing_or_bad_params_value_is_named(tiny_setup, section, key, value,
 @pytest.mark.parametrize("damage", ["truncate", "flip a bit"])
 def test_a_damaged_checkpoint_is_refused_not_evaluated(tiny_setup, damage):
     params, params_path, prepared, tmp = tiny_setup
-    run_dir = tmp / "runs" / "fig2" / "run"
+    run_dir = tmp / "runs" / "fig2" / "run" / "seed1"
     run_training(config_of(params), run_dir, prepared, progress=False)
     path = run_dir / "checkpoints" / "samples_000000004000.pt"
     data = bytearray(path.read_bytes())
@@ -260,7 +268,7 @@ def test_an_unfinished_run_is_not_evaluated_as_if_it_were_finished(tiny_setup):
     result = CliRunner().invoke(main, ["evaluate", "marginal-likelihood", "--run", str(tmp / "run"), "--params",
                                        str(params_path), "--prepared-dir", str(prepared)])
     assert "has not finished training" in one_line_error(result)
-    assert not (tmp / "run" / "marginal_likelihood.csv").exists()
+    assert not [p for p in tmp.rglob("*.csv") if p.name != "curve.csv"]  # no marginal likelihoods written
 
 
 @pytest.mark.parametrize("content, message", [
@@ -299,10 +307,11 @@ def test_a_full_disk_while_checkpointing_is_named_and_the_run_resumes(tiny_setup
     line = one_line_error(result)
     assert "no space left on the device" in line and "samples_000000003000.pt" in line
     monkeypatch.setattr(Path, "write_bytes", original)
-    assert not list((tmp / "run").rglob(".*.tmp")) and not (tmp / "run" / "checkpoints" / "samples_000000003000.pt").exists()
-    final = run_training(config_of(params), tmp / "run", prepared, progress=False)  # space freed: it resumes
+    run_dir = tmp / "run" / "seed1"
+    assert not list(run_dir.rglob(".*.tmp")) and not (run_dir / "checkpoints" / "samples_000000003000.pt").exists()
+    final = run_training(config_of(params), run_dir, prepared, progress=False)  # space freed: it resumes
     assert final["resumed_from"].endswith("samples_000000002000.pt")
-    assert curve_values(tmp / "run") == curve_values(tmp / "whole")
+    assert curve_values(run_dir) == curve_values(tmp / "whole")
 
 
 @pytest.mark.parametrize("out", ["a_file/run", "a_file"])
@@ -321,8 +330,9 @@ def test_a_non_finite_standard_error_is_flagged(tiny_setup, monkeypatch):
     import pipeline.evaluate_commands as commands
 
     frame = pd.DataFrame([{"samples_seen": 1000, "split": "test", "estimator": "appendix_d", "value": -150.0,
-                           "standard_error": float("inf"), "points": 10, "wall_seconds": 0.1}])
-    monkeypatch.setattr(commands, "evaluate_run", lambda *args, **kwargs: frame)
+                           "standard_error": float("inf"), "points": 10, "wall_seconds": 0.1, "seed": 1}])
+    monkeypatch.setattr(commands, "evaluate_configuration", lambda *args, **kwargs: frame)
+    monkeypatch.setattr(commands, "other_seed_settings", lambda *args, **kwargs: None)
     monkeypatch.setattr(commands, "settings_from_params", lambda *args, **kwargs: None)
     result = CliRunner().invoke(main, ["evaluate", "marginal-likelihood", "--run", str(tmp), "--params", str(params_path)])
     assert result.exit_code == 0 and "standard error is not finite" in result.stderr
@@ -339,7 +349,7 @@ def test_the_thread_count_follows_the_cores_other_processes_leave_free(monkeypat
     monkeypatch.delenv(cpu_threads.THREADS_ENV, raising=False)
     threads = torch.get_num_threads()
     try:
-        governor = ThreadGovernor(max_threads=2)
+        governor = ThreadGovernor(max_threads=2, adaptive=True)
 
         def one_second(busy_total, own):
             clock["wall"] += 1.0
@@ -380,7 +390,7 @@ def test_a_run_gives_the_same_numbers_with_one_thread_or_two(tmp_path):
         subprocess.run([sys.executable, "-m", "pipeline.cli", "train", "--dataset", "frey_face", "--nz", "5",
                         "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir),
                         "--no-progress"], cwd=REPO, env=env, check=True, capture_output=True)
-        state = torch.load(run_dir / "checkpoints" / "samples_000000003000.pt", weights_only=True)
+        state = torch.load(run_dir / "seed1" / "checkpoints" / "samples_000000003000.pt", weights_only=True)
         digests[threads] = hashlib.sha256(b"".join(
             t.numpy().tobytes() for t in state["algorithm"]["model"].values())).hexdigest()
     assert digests["1"] == digests["2"]

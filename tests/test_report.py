@@ -151,13 +151,13 @@ def test_figure_2_has_one_panel_per_configuration_with_the_papers_legend(referen
     assert low <= -150 and high >= -95  # at least the printed range
 
 
-def test_figure_3_has_the_two_training_set_sizes_with_error_bars(reference):
+def test_figure_3_has_the_two_training_set_sizes_with_bands(reference):
     fig = figure_3(make_marginal_likelihoods(), reference, [1000, 50_000])
     assert [ax.get_title() for ax in fig.axes] == ["MNIST, $N_{train} = 1,000$", "MNIST, $N_{train} = 50,000$"]
+    ours = {f"{a} ({s})" for a in ("AEVB", "Wake-Sleep", "MCEM") for s in ("train", "test")}
     for ax in fig.axes:
-        assert len(ax.containers) == 6  # 3 algorithms x (train, test), each an errorbar container
-        assert {c.get_label() for c in ax.containers} == {
-            f"{a} ({s})" for a in ("AEVB", "Wake-Sleep", "MCEM") for s in ("train", "test")}
+        assert {line.get_label() for line in ax.get_lines()} >= ours  # 3 algorithms x (train, test)
+        assert len(ax.collections) == 6  # each with its band (the estimator's interval: one seed here)
         assert ax.get_xlim()[1] == pytest.approx(1.05)  # our budget in millions
 
 

@@ -5,6 +5,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -88,9 +89,9 @@ def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
     params["profiles"]["smoke"]["fig2"]["mnist"]["samples"] = 400_000
     params["profiles"]["smoke"]["fig2"]["checkpoint_every"] = 4_000
     params_path.write_text(yaml.safe_dump(params))
-    run_dir = tmp / "killed"
+    run_dir = tmp / "killed" / "seed1"  # --out is the configuration's folder; seed 1 its run
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3",
-               "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir),
+               "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent),
                "--no-progress"]
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
@@ -110,9 +111,8 @@ def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
 def test_a_changed_configuration_does_not_resume(tiny_setup):
     params, _, prepared, tmp = tiny_setup
     run_training(config_of(params), tmp / "run", prepared, progress=False, stop_after_samples=1000)
-    changed = copy.deepcopy(params)
-    changed["training"]["seed"] = 99
-    final = run_training(config_of(changed), tmp / "run", prepared, progress=False)
+    changed = replace(config_of(params), seed=99)
+    final = run_training(changed, tmp / "run", prepared, progress=False)
     assert final["resumed_from"] is None
 
 

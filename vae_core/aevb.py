@@ -53,6 +53,7 @@ class AEVB(EncoderBoundMixin, TrainingAlgorithm):
             raise ValueError("the fused AEVB path implements estimator B with L = 1 on vae_core's own MLPs only")
         self.fused = fusable if fused is None else fused
         self.stackable = self.fused
+        self.engine_index = 0  # this run's index in self.engine (AEVB.stack)
         if self.fused:
             self.engine = StackedAEVB([model], [n_train], [optimizer])
         else:
@@ -88,13 +89,28 @@ class AEVB(EncoderBoundMixin, TrainingAlgorithm):
         self.optimizer.step()
         return value
 
+    @staticmethod
+    def stack(runs: list["AEVB"]) -> StackedAEVB:
+        """One StackedAEVB for several fused runs of one architecture (seeds of a configuration),
+        carrying over each run's parameters and Adagrad state; each run's ``engine`` becomes it,
+        so ``state_dict`` and ``evaluate_lower_bound`` keep working per run. Train the stack with
+        :func:`vae_core.training.train_stacked_steps`, one generator per run."""
+        if not all(run.fused for run in runs):
+            raise ValueError("only fused AEVB runs (estimator B, L = 1) can train stacked")
+        engine = StackedAEVB([run.model for run in runs], [run.n_train for run in runs],
+                             [run.optimizer_config for run in runs])
+        for index, run in enumerate(runs):
+            engine.load_state_dict(index, run.engine.state_dict(run.engine_index))
+            run.engine, run.engine_index = engine, index
+        return engine
+
     def state_dict(self) -> dict:
-        optimizer = self.engine.state_dict(0) if self.fused else self.optimizer.state_dict()
+        optimizer = self.engine.state_dict(self.engine_index) if self.fused else self.optimizer.state_dict()
         return {"model": self.model.state_dict(), "optimizer": optimizer}
 
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state["model"])
         if self.fused:
-            self.engine.load_state_dict(0, state["optimizer"])
+            self.engine.load_state_dict(self.engine_index, state["optimizer"])
         else:
             self.optimizer.load_state_dict(state["optimizer"])

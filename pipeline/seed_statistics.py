@@ -1,0 +1,121 @@
+"""Means over seeds, their standard errors and confidence intervals (docs/protocol.md, section 10).
+
+A configuration trained with several seeds gives one value per seed (a final bound, a marginal
+likelihood at a checkpoint). The suite reports their mean, the standard error of that mean over
+seeds (sample standard deviation / sqrt(n)) and, where the value is itself an estimate with a
+standard error of its own (Appendix D's), that error too: independent errors add in quadrature,
+and the mean of n estimates carries sqrt(mean of their squared errors / n).
+
+Intervals are Student-t intervals at ``LEVEL`` (95%) with n - 1 degrees of freedom for a mean
+over n seeds (Welch-Satterthwaite degrees of freedom for a difference of two means). With one
+seed there is no seed spread: the interval holds only the estimator's error (a normal interval),
+or collapses to the point when there is none -- and every verdict drawn from it is marked as
+resting on one seed.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Summary:
+    """A mean over seeds with its errors: ``seed_se`` over seeds (NaN with one seed),
+    ``estimator_se`` the estimates' own error of the mean (0 when they have none), ``n`` seeds."""
+
+    mean: float
+    seed_se: float
+    estimator_se: float
+    n: int
+
+    @property
+    def se(self) -> float:
+        """The total standard error of the mean: seed spread and estimator error in quadrature."""
+        seed = 0.0 if not math.isfinite(self.seed_se) else self.seed_se
+        return math.hypot(seed, self.estimator_se)
+
+    @property
+    def df(self) -> float:
+        """Degrees of freedom of the t interval (inf with one seed: the estimator's normal error)."""
+        return self.n - 1 if self.n > 1 else math.inf
+
+    def interval(self, level: float = LEVEL) -> tuple[float, float]:
+        half = critical_value(self.df, level) * self.se
+        return self.mean - half, self.mean + half
+
+
+def summarize(values, standard_errors=None) -> Summary:
+    """The :class:`Summary` of one value per seed (and each value's own standard error, if any)."""
+    values = np.asarray(values, dtype=float)
+    n = int(values.size)
+    if n == 0:
+        raise ValueError("no values to summarize")
+    seed_se = float(values.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+    estimator_se = 0.0
+    if standard_errors is not None:
+        errors = np.asarray(standard_errors, dtype=float)
+        errors = errors[np.isfinite(errors)]
+        if errors.size:
+            estimator_se = float(math.sqrt(np.mean(errors ** 2) / n))
+    return Summary(float(values.mean()), seed_se, estimator_se, n)
+
+
+def critical_value(df: float, level: float = LEVEL) -> float:
+    """The two-sided t (normal for infinite df) critical value."""
+    quantile = 0.5 + level / 2
+    return float(stats.norm.ppf(quantile) if not math.isfinite(df) else stats.t.ppf(quantile, df))
+
+
+def difference(a: Summary, b: Summary) -> Summary:
+    """a - b for independent means; its seed spread and estimator error combine in quadrature."""
+    seed_parts = [s.seed_se for s in (a, b) if math.isfinite(s.seed_se)]
+    seed_se = math.sqrt(sum(x * x for x in seed_parts)) if seed_parts else math.nan
+    return _Difference(a.mean - b.mean, seed_se, math.hypot(a.estimator_se, b.estimator_se),
+                       min(a.n, b.n), _welch_df(a, b))
+
+
+@dataclass(frozen=True)
+class _Difference(Summary):
+    welch_df: float = math.inf
+
+    @property
+    def df(self) -> float:
+        return self.welch_df
+
+
+def _welch_df(a: Summary, b: Summary) -> float:
+    """Welch-Satterthwaite degrees of freedom of a difference of two means over seeds (the seed
+    part only; a side with one seed contributes none, and two single-seed sides give inf)."""
+    parts = [(s.seed_se ** 2, s.n - 1) for s in (a, b) if s.n > 1 and math.isfinite(s.seed_se)]
+    if not parts:
+        return math.inf
+    numerator = sum(v for v, _ in parts) ** 2
+    denominator = sum(v * v / df for v, df in parts)
+    return numerator / denominator if denominator > 0 else float(min(df for _, df in parts))
+
+
+def summarize_frame(frame: pd.DataFrame, by: list[str], value: str = "value",
+                    standard_error: str | None = None) -> pd.DataFrame:
+    """One row per group of ``by`` (rows of the group are the seeds): ``mean``, ``seed_se``,
+    ``estimator_se``, ``se``, ``n_seeds``, ``low`` and ``high`` (the interval at ``LEVEL``)."""
+    rows = []
+    for key, group in frame.groupby(by, sort=True):
+        summary = summarize(group[value], group[standard_error] if standard_error else None)
+        low, high = summary.interval()
+        key = key if isinstance(key, tuple) else (key,)
+        rows.append({**dict(zip(by, key)), "mean": summary.mean, "seed_se": summary.seed_se,
+                     "estimator_se": summary.estimator_se, "se": summary.se, "n_seeds": summary.n,
+                     "low": low, "high": high})
+    return pd.DataFrame(rows, columns=[*by, "mean", "seed_se", "estimator_se", "se", "n_seeds", "low", "high"])
+
+
+def t_interval_errorbar(values) -> tuple[float, float]:
+    """seaborn's ``errorbar=`` callable: the 95% t interval of the mean over seeds (a point with one)."""
+    low, high = summarize(values).interval()
+    return low, high
