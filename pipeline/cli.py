@@ -1,6 +1,7 @@
 """``vaebench``: the one command-line entry; DVC stages only call it."""
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from .figure_commands import figures, report
 from .devices import DEVICE_CHOICES
 from .params import load_params, lookup
 from .run_config import ALGORITHMS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
-from .run_directory import check_configuration_directory, seed_run_dir
+from .run_directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
 from .train import train_seeds
 
 
@@ -59,8 +60,14 @@ def train(experiment, dataset, nz, algorithm, ntrain, seeds, device, configurati
     params = load_params(params_path)
     config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, None, device)
     configuration_dir = configuration_dir or config.default_configuration_dir()
+    explicit = bool(seeds)
     seeds = list(seeds) or configuration_seeds(params, experiment, Path(configuration_dir).name)
     check_configuration_directory(configuration_dir)
+    if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
+        for stale in seed_directories(configuration_dir):
+            if read_run_config(stale).seed not in seeds:
+                shutil.rmtree(stale)
+                click.echo(f"{stale}: removed (seed no longer in profiles.{params['profile']}.seeds)")
     configs = [replace(config, seed=seed) for seed in seeds]
     run_dirs = [seed_run_dir(configuration_dir, seed) for seed in seeds]
     finals = train_seeds(configs, run_dirs, prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,

@@ -30,7 +30,8 @@ settings, of the checkpoint file and of the estimators' code (the import closure
 :data:`ESTIMATOR_MODULES`, :mod:`pipeline.code_dependencies`): a re-run keeps the rows whose
 fingerprint still matches and computes only the rest, so an interrupted evaluation resumes and an
 unchanged one costs nothing, while an edit to this module's bookkeeping recomputes nothing.
-Random numbers are seeded per (seed, checkpoint, split): the same settings give the same numbers.
+Random numbers are seeded per (estimator seed, training seed, checkpoint, split): the same
+settings give the same numbers, and the seeds of a configuration get independent estimator noise.
 """
 from __future__ import annotations
 
@@ -91,6 +92,7 @@ class MarginalLikelihoodSettings:
     seed: int
     splits: tuple[str, ...] = ("train", "test")  # which evaluation points: the run's training and/or test set
     cross_check_splits: tuple[str, ...] = ("train", "test")  # where the cross-checks run
+    noise: str = "per training seed"  # the estimators' random numbers: seeded per training seed, checkpoint, split
 
     def fingerprint(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
@@ -278,7 +280,9 @@ def _evaluate_checkpoints(run_dir: Path, out: Path, config, prepared_dir, settin
         checked = {name: x for name, x in splits.items() if name in settings.cross_check_splits}
         grids = grid_by_split(model, checked) if cross_check and checked else {}
         for split, x in splits.items():
-            torch.manual_seed(settings.seed * 1_000_003 + samples_seen * 2 + SPLITS.index(split))
+            # each training seed its own estimator noise (independent errors across seeds)
+            torch.manual_seed(settings.seed * 1_000_003 + config.seed * 7_919_009 + samples_seen * 2
+                              + SPLITS.index(split))
             chains = None
             if not config.trains_encoder and split == "train":  # MCEM's own posterior chains
                 chains = state["algorithm"]["chains"][: x.shape[0]].to(torch_device)

@@ -13,7 +13,7 @@ keep the names they had when every configuration had one seed:
   the seeds that estimated it; ``..._ml_se`` the estimators' own standard error of that mean;
   ``..._ml_seed_se`` its standard error over seeds; ``..._ml_is`` / ``..._ml_grid`` the cross-checks
   (mean over the seeds that ran them: the first); ``fig3/ntrain<N>/<algorithm>/seeds``, ``.../samples``;
-- per seed, the same names with a ``seed<S>`` element before the last: ``fig2/mnist/nz20/aevb/seed2/test_lb``,
+- per seed (configurations with two or more seeds), the same names with a ``seed<S>`` element before the last: ``fig2/mnist/nz20/aevb/seed2/test_lb``,
   ``fig3/ntrain1000/aevb/seed3/test_ml`` (and ``_ml_se``, ``_ml_is``, ``_ml_grid``);
 - ``speed/<experiment>/<run>/samples_per_second`` -- training throughput, mean over seeds (a
   stacked seed is charged its share of the stack's time);
@@ -56,10 +56,10 @@ def _fig2_metrics(curves: pd.DataFrame) -> dict:
                 continue
             summary = summarize(group[split])
             metrics[f"{prefix}/{split}_lb"] = _number(summary.mean)
-            if summary.n > 1:
+            if summary.n > 1:  # the spread, and each seed's own value
                 metrics[f"{prefix}/{split}_lb_seed_se"] = _number(summary.seed_se)
-            for row in group.itertuples():
-                metrics[f"{prefix}/seed{int(row.seed)}/{split}_lb"] = _number(getattr(row, split))
+                for row in group.itertuples():
+                    metrics[f"{prefix}/seed{int(row.seed)}/{split}_lb"] = _number(getattr(row, split))
     return metrics
 
 
@@ -82,12 +82,13 @@ def _fig3_metrics(marginal_likelihoods: pd.DataFrame) -> dict:
             metrics[f"{prefix}/{name}"] = _number(summary.mean)
             if estimator == "appendix_d":
                 metrics[f"{prefix}/{name}_se"] = _number(summary.estimator_se)
-            if summary.n > 1:
-                metrics[f"{prefix}/{name}_seed_se"] = _number(summary.seed_se)
-            for row in rows.itertuples():
-                metrics[f"{prefix}/seed{int(row.seed)}/{name}"] = _number(row.value)
-                if estimator == "appendix_d":
-                    metrics[f"{prefix}/seed{int(row.seed)}/{name}_se"] = _number(row.standard_error)
+            if group.seed.nunique() > 1:  # the spread, and each seed's own values
+                if summary.n > 1:
+                    metrics[f"{prefix}/{name}_seed_se"] = _number(summary.seed_se)
+                for row in rows.itertuples():
+                    metrics[f"{prefix}/seed{int(row.seed)}/{name}"] = _number(row.value)
+                    if estimator == "appendix_d":
+                        metrics[f"{prefix}/seed{int(row.seed)}/{name}_se"] = _number(row.standard_error)
     return metrics
 
 

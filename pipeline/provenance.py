@@ -87,10 +87,17 @@ def stage_wall_times(finals: pd.DataFrame, marginal_likelihoods: pd.DataFrame,
     and evaluation time; the marginal-likelihood stage's estimator times; the estimator-variance
     stage; and ``extra`` (figures, report)."""
     times = {}
-    for row in finals.itertuples():  # a stage trains every seed of its configuration
-        key = f"train {row.experiment}/{row.run}"
-        times[key] = round(times.get(key, 0.0) + float(row.trial_seconds + row.train_seconds + row.eval_seconds), 1)
+    for (experiment, run), group in finals.groupby(["experiment", "run"], sort=True):
+        # a stage trains every seed of its configuration: stacked or side by side they overlap (the
+        # longest seed's wall time is the stage's), one after another they add up
+        together = ("wall_seconds" in group and group.wall_seconds.notna().all() and len(group) > 1
+                    and not group.train_time_charged.eq("wall time").all())
+        seconds = (group.wall_seconds.max() if together
+                   else (group.trial_seconds + group.train_seconds + group.eval_seconds).sum())
+        times[f"train {experiment}/{run}"] = round(float(seconds), 1)
     if not marginal_likelihoods.empty:
+        # the sum of the estimators' times over seeds (the seeds run side by side: an upper bound
+        # on the stage's wall time)
         for run, seconds in marginal_likelihoods.groupby("run").wall_seconds.sum().items():
             times[f"marginal_likelihood fig3/{run}"] = round(float(seconds), 1)
     if variance is not None and not variance.empty:

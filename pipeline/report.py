@@ -2,10 +2,14 @@
 (figures embedded), built from the same list of blocks so the two always say the same thing, with
 ``metrics.json``, ``provenance.json`` and the plot tables of ``dvc plots``.
 
-Content, in order: the claim verdicts; Figures 2-5 (linked to their PNG and SVG files); Figure 2's
-final bounds beside the paper's at the same number of training samples; Figure 3's final marginal
-likelihoods with the cross-checks and the paper's values; the evidence behind every claim; the
-runs (budget, step size, throughput, wall time); provenance. Nothing in the report is typed in:
+Content, in order: the reproduction result (claim by claim, whether our verdict agrees with the
+paper's own curves judged at this budget); the claim verdicts with their intervals, seed counts
+and the paper's verdict at this budget (pipeline.claims); the seeds of every configuration;
+Figures 2-5 (linked to their PNG and SVG files, with the caption of their seed bands); Figure 2's
+final bounds (mean ± s.e. over seeds) beside the paper's at the same number of training samples;
+Figure 3's final marginal likelihoods with the cross-checks and the paper's values; the evidence
+behind every claim, ours and the paper's; the runs (seed, budget, step size, throughput, wall
+time); provenance. Nothing in the report is typed in:
 every number comes from the runs or from ``reports/reference/``.
 """
 from __future__ import annotations
@@ -21,8 +25,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from .claims import (NOT_ON_AXES, Claim, agreement, attach_paper_verdicts, evaluate_claims, evaluate_paper_claims,
-                     final_values, verdict_counts)
+from .claims import (NOT_ON_AXES, Claim, attach_paper_verdicts, claim_agreement, evaluate_claims,
+                     evaluate_paper_claims, final_values, verdict_counts)
 from .seed_statistics import LEVEL, summarize
 from .files import staged_folder, write_atomically, write_json
 from .metrics import build_metrics
@@ -138,17 +142,21 @@ def seeds_table(finals: pd.DataFrame) -> pd.DataFrame:
     if "seed" not in finals:  # a table of runs without seeds: nothing to say
         return pd.DataFrame(columns=["experiment", "configuration", "seeds", "trained"])
     for (experiment, run), group in finals.groupby(["experiment", "run"]):
-        stacked = int(group.stacked_runs.max()) if "stacked_runs" in group and group.stacked_runs.notna().any() else 1
+        charged = set(group.train_time_charged) if "train_time_charged" in group else set()
+        trained = ("alone" if len(group) == 1 else
+                   "stacked in one process" if any("stacked" in str(c) for c in charged) else
+                   "side by side, one process each" if any("side by side" in str(c) for c in charged) else
+                   "one after another")
         rows.append({"experiment": experiment, "configuration": run, "seeds": ", ".join(map(str, sorted(group.seed))),
-                     "trained": "stacked in one process" if stacked > 1 else "side by side, one process each"
-                     if len(group) > 1 else "alone"})
+                     "trained": trained})
     return pd.DataFrame(rows)
 
 
 def runs_table(finals: pd.DataFrame) -> pd.DataFrame:
     columns = {"experiment": "experiment", "run": "run", "seed": "seed", "samples_seen": "samples", "step_size": "step size",
                "training_samples_per_second": "samples/s", "train_seconds": "train s", "eval_seconds": "eval s",
-               "trial_seconds": "step-size trial s", "device": "device"}
+               "trial_seconds": "step-size trial s", "threads": "threads", "train_time_charged": "train s measures",
+               "device": "device"}
     table = finals[[c for c in columns if c in finals]].rename(columns=columns)
     if "final_hmc_acceptance_rate" in finals:
         table["HMC acceptance (MCEM)"] = finals.final_hmc_acceptance_rate
@@ -164,7 +172,7 @@ def claims_table(claims: list[Claim]) -> pd.DataFrame:
         f"deciding statistic, {LEVEL:.0%} interval": c.interval or "–",
         "seeds": c.seeds or "–",
         "the paper's curves at this budget": c.paper_verdict.upper() if c.paper_verdict != NOT_ON_AXES else c.paper_verdict,
-        "agreement": agreement(c.verdict, c.paper_verdict),
+        "agreement": claim_agreement(c),
     } for c in claims])
 
 
@@ -172,7 +180,7 @@ def opening_lines(claims: list[Claim]) -> list[Block]:
     """The report's first lines: claim by claim, whether our verdict agrees with the paper's own
     curves judged at this budget (the reproduction result of a reduced-budget profile)."""
     counts = verdict_counts(claims)
-    outcomes = [agreement(c.verdict, c.paper_verdict) for c in claims]
+    outcomes = [claim_agreement(c) for c in claims]
     without_data = f", {counts['no data']} without data" if counts["no data"] else ""
     summary = (f"**The reproduction result at this budget**: our verdict agrees with the paper's own curves judged at "
                f"the same budget on {outcomes.count('agrees')} of {len(claims)} claims, disagrees on "
@@ -181,7 +189,9 @@ def opening_lines(claims: list[Claim]) -> list[Block]:
                f"{without_data}; "
                f"{sum(c.single_seed for c in claims)} of them rest at least partly on configurations with one seed.")
     items = [f"{c.statement}: ours **{c.verdict}**{' (one seed)' if c.single_seed and c.verdict != 'no data' else ''}"
-             f" ({c.interval or 'no interval'}); the paper's curves at this budget: **{c.paper_verdict}** -> {outcome}"
+             f" ({c.interval or 'no interval'})"
+             f"{f'; on the part the paper can show, ours {c.comparable_verdict}' if c.comparable_verdict else ''}"
+             f"; the paper's curves at this budget: **{c.paper_verdict}** -> {outcome}"
              for c, outcome in zip(claims, outcomes)]
     return [Block("p", summary), Block("list", items)]
 

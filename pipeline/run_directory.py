@@ -124,6 +124,7 @@ def run_identity(run_dir: str | Path) -> dict:
 
 
 SEED_PREFIX = "seed"
+EVALUATION_BINARIZATION_SEED = 20131221  # dynamic binarization: the evaluation subsets' one draw
 MARGINAL_LIKELIHOOD_ROOT = "marginal_likelihood"
 
 
@@ -363,7 +364,8 @@ def load_run_data(config: RunConfig, prepared_dir: str | Path, device: torch.dev
     """Training set and evaluation subsets (the first ``eval_train_points`` training and
     ``eval_test_points`` test points; by default the run's own) as float32 tensors on ``device``
     (pixel / 256). With dynamic binarization the evaluation subsets are one fixed binarization,
-    drawn from a generator of their own (the training RNG stream is untouched)."""
+    drawn from a generator of their own seeded with :data:`EVALUATION_BINARIZATION_SEED`, the same
+    for every seed of a configuration (the training RNG stream is untouched)."""
     arrays = load_prepared(config.prepared_file, prepared_dir)
 
     def to_tensor(images: np.ndarray) -> torch.Tensor:
@@ -383,8 +385,8 @@ def load_run_data(config: RunConfig, prepared_dir: str | Path, device: torch.dev
         )
     eval_train = train[: eval_train_points or config.eval_train_points]
     eval_test = to_tensor(arrays["test_x"][: eval_test_points or config.eval_test_points])
-    if config.binarize == "dynamic":
-        generator = torch.Generator().manual_seed(config.seed + 1)
+    if config.binarize == "dynamic":  # one binarization, the same for every seed: common evaluation points
+        generator = torch.Generator().manual_seed(EVALUATION_BINARIZATION_SEED)
         eval_train = torch.bernoulli(eval_train.cpu(), generator=generator).to(device)
         eval_test = torch.bernoulli(eval_test.cpu(), generator=generator).to(device)
     return RunData(train, eval_train, eval_test)

@@ -27,27 +27,46 @@ LEVEL = 0.95
 @dataclass(frozen=True)
 class Summary:
     """A mean over seeds with its errors: ``seed_se`` over seeds (NaN with one seed),
-    ``estimator_se`` the estimates' own error of the mean (0 when they have none), ``n`` seeds."""
+    ``estimator_se`` the estimates' own error of the mean (0 when they have none), ``n`` seeds.
+    ``components`` are the variance parts of the mean with their degrees of freedom (the seed
+    part n - 1, the estimator's infinite), for Satterthwaite's degrees of freedom."""
 
     mean: float
     seed_se: float
     estimator_se: float
     n: int
+    components: tuple[tuple[float, float], ...] = ()
 
     @property
     def se(self) -> float:
         """The total standard error of the mean: seed spread and estimator error in quadrature."""
-        seed = 0.0 if not math.isfinite(self.seed_se) else self.seed_se
-        return math.hypot(seed, self.estimator_se)
+        return math.sqrt(sum(variance for variance, _ in self.parts()))
+
+    def parts(self) -> tuple[tuple[float, float], ...]:
+        if self.components:
+            return self.components
+        parts = [(self.estimator_se ** 2, math.inf)]
+        if math.isfinite(self.seed_se):
+            parts.append((self.seed_se ** 2, float(self.n - 1)))
+        return tuple(parts)
 
     @property
     def df(self) -> float:
-        """Degrees of freedom of the t interval (inf with one seed: the estimator's normal error)."""
-        return self.n - 1 if self.n > 1 else math.inf
+        """Satterthwaite's degrees of freedom over the variance parts (inf when only the
+        estimator's error is left: a normal interval)."""
+        return satterthwaite(self.parts())
 
     def interval(self, level: float = LEVEL) -> tuple[float, float]:
         half = critical_value(self.df, level) * self.se
         return self.mean - half, self.mean + half
+
+
+def satterthwaite(parts) -> float:
+    total = sum(variance for variance, _ in parts)
+    denominator = sum(variance * variance / df for variance, df in parts if math.isfinite(df) and df > 0)
+    if denominator <= 0 or total <= 0:
+        return math.inf
+    return total * total / denominator
 
 
 def summarize(values, standard_errors=None) -> Summary:
@@ -73,31 +92,24 @@ def critical_value(df: float, level: float = LEVEL) -> float:
 
 
 def difference(a: Summary, b: Summary) -> Summary:
-    """a - b for independent means; its seed spread and estimator error combine in quadrature."""
-    seed_parts = [s.seed_se for s in (a, b) if math.isfinite(s.seed_se)]
-    seed_se = math.sqrt(sum(x * x for x in seed_parts)) if seed_parts else math.nan
-    return _Difference(a.mean - b.mean, seed_se, math.hypot(a.estimator_se, b.estimator_se),
-                       min(a.n, b.n), _welch_df(a, b))
-
-
-@dataclass(frozen=True)
-class _Difference(Summary):
-    welch_df: float = math.inf
-
-    @property
-    def df(self) -> float:
-        return self.welch_df
-
-
-def _welch_df(a: Summary, b: Summary) -> float:
-    """Welch-Satterthwaite degrees of freedom of a difference of two means over seeds (the seed
-    part only; a side with one seed contributes none, and two single-seed sides give inf)."""
-    parts = [(s.seed_se ** 2, s.n - 1) for s in (a, b) if s.n > 1 and math.isfinite(s.seed_se)]
-    if not parts:
-        return math.inf
-    numerator = sum(v for v, _ in parts) ** 2
-    denominator = sum(v * v / df for v, df in parts)
-    return numerator / denominator if denominator > 0 else float(min(df for _, df in parts))
+    """a - b for independent means. The seed parts combine with Welch-Satterthwaite's degrees of
+    freedom, the estimators' errors with infinite ones. A side with one seed has no seed spread of
+    its own: it is given the other side's seed variance (s^2 of one seed; the two configurations
+    are assumed equally variable), so that a difference against a single seed is not narrower than
+    the seed spread allows; with one seed on both sides only the estimators' errors remain."""
+    parts = [(a.estimator_se ** 2, math.inf), (b.estimator_se ** 2, math.inf)]
+    spread = [side for side in (a, b) if side.n > 1 and math.isfinite(side.seed_se)]
+    if len(spread) == 2:  # Welch
+        seed_parts = [(side.seed_se ** 2, float(side.n - 1)) for side in spread]
+    elif len(spread) == 1:  # one s^2, for both sides: s^2 (1/n + 1/1), n - 1 degrees of freedom
+        side = spread[0]
+        seed_parts = [(side.seed_se ** 2 * (1 + side.n), float(side.n - 1))]
+    else:
+        seed_parts = []
+    parts += seed_parts
+    seed_se = math.sqrt(sum(v for v, _ in seed_parts)) if seed_parts else math.nan
+    return Summary(a.mean - b.mean, seed_se, math.hypot(a.estimator_se, b.estimator_se), min(a.n, b.n),
+                   tuple(parts))
 
 
 def summarize_frame(frame: pd.DataFrame, by: list[str], value: str = "value",

@@ -164,10 +164,13 @@ def run_training(
     progress: bool = True,
     stop_after_samples: int | None = None,
     force: bool = False,
+    side_by_side: bool = False,
 ) -> dict:
     """Train one configuration and seed into ``run_dir``; returns the contents of ``final.json``
-    (:func:`train_seeds` with one run)."""
-    return train_seeds([config], [run_dir], prepared_dir, resume, progress, stop_after_samples, force)[0]
+    (:func:`train_seeds` with one run). ``side_by_side``: this process is one of several training
+    at once (:func:`train_seeds`), so the run is charged its CPU time, not the wall time it shared."""
+    return train_seeds([config], [run_dir], prepared_dir, resume, progress, stop_after_samples, force,
+                       side_by_side=side_by_side)[0]
 
 
 def train_seeds(
@@ -179,6 +182,7 @@ def train_seeds(
     stop_after_samples: int | None = None,
     force: bool = False,
     parallel: bool = True,
+    side_by_side: bool = False,
 ) -> list[dict]:
     """Train runs (one configuration, several seeds) into their ``run_dirs``; returns each run's
     ``final.json`` contents.
@@ -211,7 +215,7 @@ def train_seeds(
         raise ValueError("train_seeds needs one distinct run directory per configuration")
     if parallel and len(configs) > 1 and not all(stackable(c) for c in configs):
         return run_in_processes(run_training, [
-            ((config, run_dir, prepared_dir, resume, False, stop_after_samples, force), str(run_dir))
+            ((config, run_dir, prepared_dir, resume, False, stop_after_samples, force, True), str(run_dir))
             for config, run_dir in zip(configs, run_dirs)], progress)
     for run_dir in run_dirs:
         check_run_directory(run_dir)
@@ -239,7 +243,7 @@ def train_seeds(
             remove_temporaries(staging)
             pending.append((index, config, staging, fingerprint))
         finals = train_pending([(c, d, f) for _, c, d, f in pending], prepared_dir, resume, progress,
-                               stop_after_samples, governor)
+                               stop_after_samples, governor, side_by_side)
         for (index, _, target, _), final in zip(pending, finals):
             if target != run_dirs[index] and "stopped_at" not in final:
                 replace_run(target, run_dirs[index])
@@ -279,12 +283,14 @@ class RunState:
     eval_seconds: float = 0.0
     resumed_from: str | None = None
     last_checkpoint: str | Path | None = None
+    threads: int = 1  # the run's fixed torch thread count (recorded; pipeline.cpu_threads)
     rng_state: dict | None = None  # the run's random numbers where training continues (capture_rng_state)
     generator: torch.Generator | None = None  # stacked runs: the run's own generator, from rng_state
 
 
 def train_pending(pending: list[tuple[RunConfig, Path, str]], prepared_dir: str | Path, resume: bool,
-                  progress: bool, stop_after_samples: int | None, governor: ThreadGovernor) -> list[dict]:
+                  progress: bool, stop_after_samples: int | None, governor: ThreadGovernor,
+                  side_by_side: bool = False) -> list[dict]:
     """Train (or resume) the runs in ``pending`` (config, directory, fingerprint), which hold no
     finished run: stacked when they are fused AEVB runs at the same starting point, otherwise one
     after another. Writes each run's ``final.json``; returns their contents in order."""
@@ -297,12 +303,12 @@ def train_pending(pending: list[tuple[RunConfig, Path, str]], prepared_dir: str 
     stack = len(states) > 1 and all(s.algorithm.stackable for s in states) \
         and len({s.samples_seen for s in states}) == 1 and len({s.config.without_seed().fingerprint() for s in states}) == 1
     if stack:
-        return train_states(states, data, device, progress, stop_after_samples, governor)
+        return train_states(states, data, device, progress, stop_after_samples, governor, side_by_side)
     finals = []
     for state in states:
         # a run trained alone draws from torch's global generator, set where prepare_run left the run
         restore_rng_state(state.rng_state, device)
-        finals += train_states([state], data, device, progress, stop_after_samples, governor)
+        finals += train_states([state], data, device, progress, stop_after_samples, governor, side_by_side)
     return finals
 
 
@@ -322,16 +328,18 @@ def prepare_run(config: RunConfig, run_dir: Path, fingerprint: str, data: RunDat
         for stale in (CHECKPOINTS_DIR, CURVE_FILE, FINAL_FILE):
             target = run_dir / stale
             shutil.rmtree(target) if target.is_dir() else target.unlink(missing_ok=True)
-    elif saved.get("threads"):  # a run keeps its thread count: its numbers depend on it (pipeline.cpu_threads)
-        governor.fix(saved["threads"])
+    # a run keeps its thread count (its numbers depend on it: pipeline.cpu_threads); a new run takes
+    # the count this process started with
+    threads = int(saved["threads"]) if saved is not None and saved.get("threads") else governor.max_threads
     write_json(
         run_dir / CONFIG_FILE,
         {**config.to_dict(), "resolved_device": str(device), "fingerprint": fingerprint,
          "n_train": n_train, "evaluation_points": eval_points, "checkpoint_points": checkpoint_points,
-         "threads": torch.get_num_threads()},
+         "threads": threads},
     )
     governor.update()
-    state = RunState(config, run_dir, fingerprint)
+    state = RunState(config, run_dir, fingerprint, threads=threads)
+    governor.fix(threads)  # the trial (or nothing, when resuming) runs with the run's count
     if saved is None:
         state.step_size = config.step_size
         trial_start = time.perf_counter()
@@ -372,11 +380,18 @@ def generator_rng_state(generator: torch.Generator, device: torch.device) -> dic
 
 
 def train_states(states: list[RunState], data: RunData, device: torch.device, progress: bool,
-                 stop_after_samples: int | None, governor: ThreadGovernor) -> list[dict]:
+                 stop_after_samples: int | None, governor: ThreadGovernor, side_by_side: bool = False) -> list[dict]:
     """The training loop: chunks of updates up to each evaluation and checkpoint point. One state
     trains alone on torch's global generator (``TrainingAlgorithm.train_steps``); several train
     stacked (:func:`vae_core.training.train_stacked_steps`), each on its own generator, and each
-    is charged its share of the stack's time (so samples/s is per run)."""
+    is charged its share of the stack's time (so samples/s is per run). A run trained
+    ``side_by_side`` with others (one process each) is charged its process's CPU time per thread:
+    the time it would have taken alone with its threads, not the wall time it shared."""
+    governor.fix(states[0].threads)
+    clock = (lambda: time.process_time() / max(1, states[0].threads)) if side_by_side else time.perf_counter
+    charged = ("CPU time per thread (trained side by side)" if side_by_side
+               else f"wall time / {len(states)} (stacked)" if len(states) > 1 else "wall time")
+    wall_start = time.perf_counter()
     first = states[0].config
     M = first.minibatch_size
     total = math.ceil(first.samples / M) * M
@@ -399,7 +414,7 @@ def train_states(states: list[RunState], data: RunData, device: torch.device, pr
             while samples_seen < event:
                 steps = min(PROGRESS_CHUNK_STEPS, (event - samples_seen) // M)
                 governor.update()
-                start = time.perf_counter()
+                start = clock()
                 try:
                     if stacked:
                         bounds = train_stacked_steps(engine, [data.train] * len(states), [s.generator for s in states],
@@ -413,7 +428,7 @@ def train_states(states: list[RunState], data: RunData, device: torch.device, pr
                     raise TrainingDivergedError(
                         f"training diverged between {samples_seen} and {samples_seen + steps * M} samples: {err} "
                         f"({where}).") from err
-                share = (time.perf_counter() - start) / len(states)
+                share = (clock() - start) / len(states)
                 samples_seen += steps * M
                 for state in states:
                     state.train_seconds += share
@@ -433,7 +448,8 @@ def train_states(states: list[RunState], data: RunData, device: torch.device, pr
                 return [{"stopped_at": samples_seen} for _ in states]
     finally:
         bar.close()
-    return [write_final(state, device, len(states)) for state in states]
+    wall = time.perf_counter() - wall_start
+    return [write_final(state, device, len(states), charged, wall) for state in states]
 
 
 def write_checkpoint(state: RunState, device: torch.device, stacked: bool) -> None:
@@ -446,12 +462,13 @@ def write_checkpoint(state: RunState, device: torch.device, stacked: bool) -> No
          "curve_rows": state.rows, "step_size": state.step_size,
          "step_size_trial_scores": state.trial_scores, "trial_seconds": state.trial_seconds,
          "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
-         "threads": torch.get_num_threads()},
+         "threads": state.threads},
     )
     record_checkpoint(state.last_checkpoint)
 
 
-def write_final(state: RunState, device: torch.device, stacked_runs: int) -> dict:
+def write_final(state: RunState, device: torch.device, stacked_runs: int, charged: str = "wall time",
+                wall_seconds: float | None = None) -> dict:
     final_rows = {row["split"]: row["value"] for row in state.rows
                   if row["samples_seen"] == state.samples_seen and row["metric"] == "lower_bound"}
     final = {
@@ -466,6 +483,8 @@ def write_final(state: RunState, device: torch.device, stacked_runs: int) -> dic
         "training_samples_per_second": round(state.samples_seen / state.train_seconds, 1)
         if state.train_seconds else None,
         "stacked_runs": stacked_runs,
+        "train_time_charged": charged,  # what train_seconds (and samples/s) measure
+        "wall_seconds": round((wall_seconds or 0.0) + state.trial_seconds, 3),  # this process, start to end
         "threads": torch.get_num_threads(),
         "device": str(device),
         "resumed_from": state.resumed_from,

@@ -367,9 +367,11 @@ def test_the_thread_count_follows_the_cores_other_processes_leave_free(monkeypat
 
 
 def test_a_run_gives_the_same_numbers_with_one_thread_or_two(tmp_path):
-    """The premise of the adaptive thread count: the numbers do not depend on it. A Frey-Face-shaped
-    run with Nz = 5, whose narrow matrix products (the encoder heads' gradient, 10 x 50) MKL splits
-    differently with two threads than with one unless it is in strict reproducibility mode."""
+    """MKL's strict reproducibility mode: a Frey-Face-shaped run with Nz = 5, whose narrow matrix
+    products (the encoder heads' gradient, 10 x 50) MKL splits differently with two threads than
+    with one unless it is in strict mode, gives the same numbers on both. (Its buffers are too small
+    for torch's elementwise kernels to split; Figure 2's are not, which is why a run keeps a fixed
+    thread count: pipeline/cpu_threads.py, tests/test_seeds.py.)"""
     rng = np.random.default_rng(0)
     prepared = tmp_path / "prepared"
     faces = rng.integers(0, 256, (300, 560)).astype(np.uint8)

@@ -166,3 +166,26 @@ def test_a_resumed_run_keeps_its_thread_count(tiny_setup, monkeypatch):
     pd.testing.assert_frame_equal(_curve(tmp / "whole"), _curve(tmp / "broken"), check_exact=True)
     a, b = _final_weights(tmp / "whole"), _final_weights(tmp / "broken")
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_a_seed_dropped_from_params_is_dropped_from_the_configuration(tiny_setup):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+
+    params, params_path, prepared, tmp = tiny_setup
+    import yaml
+    params["profiles"]["smoke"]["seeds"] = {"list": [1, 2], "several": ["*"], "side_by_side": False}
+    params_path.write_text(yaml.safe_dump(params))
+    command = ["train", "--dataset", "mnist", "--nz", "2", "--params", str(params_path), "--prepared-dir",
+               str(prepared), "--out", str(tmp / "cfg"), "--no-progress"]
+    assert CliRunner().invoke(main, command).exit_code == 0
+    assert sorted(p.name for p in (tmp / "cfg").iterdir()) == ["seed1", "seed2"]
+    params["profiles"]["smoke"]["seeds"] = {"list": [1], "several": ["*"]}
+    params_path.write_text(yaml.safe_dump(params))
+    result = CliRunner().invoke(main, command)
+    assert result.exit_code == 0 and "seed2: removed" in result.output
+    assert sorted(p.name for p in (tmp / "cfg").iterdir()) == ["seed1"]
+    # an explicit --seed trains that seed and leaves the others alone
+    assert CliRunner().invoke(main, command + ["--seed", "3"]).exit_code == 0
+    assert sorted(p.name for p in (tmp / "cfg").iterdir()) == ["seed1", "seed3"]
