@@ -124,22 +124,6 @@ def final_values(curves: pd.DataFrame) -> pd.DataFrame:
     return wide
 
 
-def final_bounds(curves: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: the mean over seeds of the final lower bound, train and test, with
-    their seed standard errors (``train_seed_se``, ``test_seed_se``; NaN with one seed) and
-    ``n_seeds``."""
-    finals = final_values(curves)
-    rows = []
-    for (dataset, nz, algorithm), group in finals.groupby(["dataset", "nz", "algorithm"]):
-        row = {"dataset": dataset, "nz": nz, "algorithm": algorithm, "n_seeds": len(group)}
-        for split in ("train", "test"):
-            if split in group and group[split].notna().all():
-                summary = summarize(group[split])
-                row[split], row[f"{split}_seed_se"] = summary.mean, summary.seed_se
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def claim_aevb_better_bound(curves: pd.DataFrame, margin: float) -> Claim:
     statement = "AEVB reaches a better lower bound than wake-sleep in every panel (Figure 2)"
     finals = final_values(curves)
@@ -545,6 +529,6 @@ def verdict_counts(claims: list[Claim]) -> dict[str, int]:
     return {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
 
 
-__all__ = ["Claim", "evaluate_claims", "evaluate_paper_claims", "attach_paper_verdicts", "agreement", "claim_agreement", "final_bounds",
+__all__ = ["Claim", "evaluate_claims", "evaluate_paper_claims", "attach_paper_verdicts", "agreement", "claim_agreement",
            "final_values", "verdict_counts", "side_of", "PASS", "FAIL", "INCONCLUSIVE", "NO_DATA", "NOT_ON_AXES",
            "VERDICT_SCORES", "LEVEL", "Summary"]

@@ -125,9 +125,3 @@ def summarize_frame(frame: pd.DataFrame, by: list[str], value: str = "value",
                      "estimator_se": summary.estimator_se, "se": summary.se, "n_seeds": summary.n,
                      "low": low, "high": high})
     return pd.DataFrame(rows, columns=[*by, "mean", "seed_se", "estimator_se", "se", "n_seeds", "low", "high"])
-
-
-def t_interval_errorbar(values) -> tuple[float, float]:
-    """seaborn's ``errorbar=`` callable: the 95% t interval of the mean over seeds (a point with one)."""
-    low, high = summarize(values).interval()
-    return low, high
