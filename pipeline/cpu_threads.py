@@ -12,8 +12,9 @@ tensor into one chunk per thread, and each chunk's last few elements take a scal
 rounds differently from the vectorized one. For Figure 3's small model (100 hidden units) no
 buffer is large enough to be split, and the numbers do not depend on the count; for Figure 2's
 (500 hidden units: 100 x 500 hidden activations) they do, in the last bits, which training then
-amplifies (measured: AEVB Nz = 200 differs by 3e-3 in a weight after 150 updates on one thread
-against two; tests/test_faults.py).
+amplifies (measured once, by a one-off script: AEVB Nz = 200 differs by 3e-3 in a weight after 150
+updates on one thread against two; the guard that a resumed run keeps its recorded count is
+tests/test_seeds.py::test_a_resumed_run_keeps_its_thread_count).
 
 **Adaptive (``VAEBENCH_THREADS=adaptive``).** A training step is a chain of short parallel
 regions, each ending at a barrier where each of torch's threads must arrive. With another busy

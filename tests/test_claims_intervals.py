@@ -128,6 +128,19 @@ def test_marginal_likelihood_claims_combine_seed_spread_and_estimator_error():
     assert claim_mcem_impractical_on_full_set(pd.concat([clear, close]), fast_mcem, 0.5).verdict == FAIL
 
 
+def test_a_trailing_single_seed_third_does_not_flag_the_fastest_claim():
+    """The default profile gives Figure 3's wake-sleep one seed: the claim's verdict rests on AEVB and
+    its runner-up (three seeds each), so it is not marked single-seed; were the runner-up the
+    single-seed one, it would be."""
+    three_three_one = pd.DataFrame(ml_rows(1000, "aevb", [-140.0, -140.2, -139.8])
+                                   + ml_rows(1000, "mcem", [-145.0, -145.1, -144.9]) + ml_rows(1000, "wake_sleep", [-160.0]))
+    claim = claim_aevb_fastest_marginal_likelihood(three_three_one)
+    assert claim.verdict == PASS and not claim.single_seed and claim.seeds == "3"
+    runner_up_single = pd.DataFrame(ml_rows(1000, "aevb", [-140.0, -140.2, -139.8])
+                                    + ml_rows(1000, "mcem", [-165.0, -165.1, -164.9]) + ml_rows(1000, "wake_sleep", [-150.0]))
+    assert claim_aevb_fastest_marginal_likelihood(runner_up_single).single_seed
+
+
 def our_curves_at(budget_points):
     """Our Figure 2 runs (one seed, values irrelevant to the paper's verdict) evaluated at these counts."""
     rows = []
