@@ -10,7 +10,9 @@ import click
 from .cli_options import params_option, user_errors
 from .bench_commands import bench
 from .compare_commands import compare
+from .cluster_plan_commands import cluster_plan
 from .data_commands import data
+from .distribute_commands import distribute
 from .evaluate_commands import evaluate
 from .figure_commands import figures, report
 from .devices import DEVICE_CHOICES
@@ -18,6 +20,7 @@ from .params import load_params, lookup
 from .run_config import ALGORITHMS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
 from .run_directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
 from .train import train_seeds
+from .unfinished_outputs import written_then_published
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -32,6 +35,8 @@ main.add_command(figures)
 main.add_command(report)
 main.add_command(compare)
 main.add_command(bench)
+main.add_command(distribute)
+main.add_command(cluster_plan)
 
 
 @main.command()
@@ -43,7 +48,9 @@ main.add_command(bench)
 @click.option("--seed", "seeds", type=int, multiple=True,
               help="Train this seed (repeatable); default: the seeds params.yaml gives this configuration "
                    "(profiles.<profile>.seeds).")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device (auto uses a GPU when present).")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, envvar="VAEBENCH_DEVICE",
+              help="Override training.device (auto uses a GPU when present); also from VAEBENCH_DEVICE (a GPU "
+                   "worker of `vaebench distribute` sets it: the stage's command, and so its run-cache key, stay the same).")
 @click.option("--out", "configuration_dir", type=click.Path(path_type=Path), default=None,
               help="The configuration's folder; each seed's run directory is <out>/seed<N> "
                    "(default runs/<experiment>/<configuration>).")
@@ -59,19 +66,24 @@ def train(experiment, dataset, nz, algorithm, ntrain, seeds, device, configurati
     checkpoints); fused AEVB seeds train together, stacked."""
     params = load_params(params_path)
     config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, None, device)
-    configuration_dir = configuration_dir or config.default_configuration_dir()
+    configuration_dir = Path(configuration_dir or config.default_configuration_dir())
     explicit = bool(seeds)
-    seeds = list(seeds) or configuration_seeds(params, experiment, Path(configuration_dir).name)
+    seeds = list(seeds) or configuration_seeds(params, experiment, configuration_dir.name)
     check_configuration_directory(configuration_dir)
-    if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
-        for stale in seed_directories(configuration_dir):
-            if read_run_config(stale).seed not in seeds:
-                shutil.rmtree(stale)
-                click.echo(f"{stale}: removed (seed no longer in profiles.{params['profile']}.seeds)")
-    configs = [replace(config, seed=seed) for seed in seeds]
+    # a new folder is written in .vaebench/unfinished/ and moved to --out once every seed has
+    # finished (DVC's run-cache keeps only stages without `persist` outputs: pipeline.unfinished_outputs)
+    with written_then_published(configuration_dir) as writing_dir:
+        check_configuration_directory(writing_dir)
+        if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
+            for stale in seed_directories(writing_dir):
+                if read_run_config(stale).seed not in seeds:
+                    shutil.rmtree(stale)
+                    click.echo(f"{stale}: removed (seed no longer in profiles.{params['profile']}.seeds)")
+        configs = [replace(config, seed=seed) for seed in seeds]
+        finals = train_seeds(configs, [seed_run_dir(writing_dir, seed) for seed in seeds],
+                             prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
+                             force=force, parallel=seeds_side_by_side(params))
     run_dirs = [seed_run_dir(configuration_dir, seed) for seed in seeds]
-    finals = train_seeds(configs, run_dirs, prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
-                         force=force, parallel=seeds_side_by_side(params))
     for run_dir, final in zip(run_dirs, finals):
         if final.get("already_finished"):
             click.echo(f"{run_dir}: already finished with this configuration, code and data; nothing to do "

@@ -38,6 +38,21 @@ shown in a ``note`` column, and the summary line counts the widened metrics. Aga
 (which has no seeds, so none of these keys) an aggregate is widened by the run side's own
 ``K_seed_se``; per-seed, ``_seed_se`` and ``seeds`` keys are not compared with the paper.
 
+Environment. Each report directory holds a ``provenance.json`` beside its ``metrics.json``
+(:mod:`pipeline.provenance`; read from git for ``rev:REV``; the ``paper`` side has none). When both
+sides have one and they differ in the kinds of device the runs trained on (``cpu``, ``cuda``), the
+torch build (``torch.__version__``, and ``torch.version.cuda`` where both record it) or the GPU
+(where both name one), the output opens with "environment changed: devices cpu -> cuda (torch
+2.13.0+cpu -> 2.13.0+cu126)", and
+- a throughput (``speed/*``) outside its ratio is ``changed``, noted "changed by the environment",
+  never a regression: a device measures a different machine, not the code;
+- a bound's or marginal likelihood's tolerance (seed widening included) is multiplied by ``m``,
+  params.yaml ``compare.environment_change_multiplier`` (:data:`ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER`
+  when absent; 1 turns it off), noted per metric; a change beyond it is still ``worse``.
+A side without provenance.json (a metrics.json alone, an older revision, a file not named
+metrics.json) is not checked; an older provenance.json without ``environment`` is read from its
+``devices`` and ``packages.torch``.
+
 Verdicts: ``better``, ``same``, ``worse``, ``changed`` (info only), ``added`` (only in NEW),
 ``removed`` (only in BASE). A regression is any ``worse``, and any ``removed`` unless
 ``--allow-removed`` (a metric that vanished can hide one) -- except a ``*_seed_se`` or ``*/seeds``
@@ -48,6 +63,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
+import posixpath
 import re
 import subprocess
 from dataclasses import asdict, dataclass
@@ -59,6 +75,15 @@ VERDICTS = ("better", "same", "worse", "changed", "added", "removed")
 TOLERANCE_KEYS = ("bound_nats", "marginal_likelihood_se", "marginal_likelihood_floor_nats", "throughput_ratio",
                   "variance_ratio")
 DEFAULT_SEED_SPREAD_MULTIPLIER = 2.0  # params.yaml compare.seed_spread_multiplier, when absent
+# params.yaml compare.environment_change_multiplier, when absent: a bound's or marginal likelihood's
+# tolerance is multiplied by it when the two sides trained on different devices or torch builds.
+# The tolerances absorb floating-point noise between machines of one kind; another device or build
+# also draws other random numbers for the same seed (torch's CUDA and CPU generators differ), so a
+# run is then more like another seed than a rerun, and bound_nats alone is too tight for a single
+# seed. Twice the tolerance still catches a real regression (a bug shifts bounds by nats, not tenths).
+ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER = 2.0
+METRICS_FILE = "metrics.json"  # a report directory's metrics
+PROVENANCE_FILE = "provenance.json"  # beside metrics.json in a report directory
 PER_SEED_KEY = re.compile(r"(?P<prefix>.+)/seed(?P<seed>\d+)/(?P<name>[^/]+)")  # P/seed<S>/NAME
 
 
@@ -77,6 +102,8 @@ class Row:
     rule: str  # the tolerance that decided, in words
     note: str = ""  # e.g. "tolerance widened by seed spread: +0.84 nats (2 x 0.42)"
     seed_widening: float = 0.0  # nats added to the tolerance by the seed spread (k x spread)
+    environment_widening: float = 0.0  # nats added to the tolerance for an environment change ((m - 1) x tolerance)
+    environment_changed: bool = False  # a throughput the environment change accounts for: never a regression
 
 
 class Metrics(dict):
@@ -130,11 +157,22 @@ def tolerances_from_params(params: dict) -> dict[str, float]:
         tolerances["seed_spread_multiplier"] = float(value)
     else:
         tolerances["seed_spread_multiplier"] = DEFAULT_SEED_SPREAD_MULTIPLIER
+    tolerances["environment_change_multiplier"] = _environment_change_multiplier(section)
     for key in ("throughput_ratio", "variance_ratio"):
         if not 0 < tolerances[key] <= 1:
             raise CompareInputError(f"compare.{key} must be in (0, 1] (a ratio new/base below it is worse), "
                                     f"got {tolerances[key]}")
     return tolerances
+
+
+def _environment_change_multiplier(section: dict) -> float:
+    """params.yaml ``compare.environment_change_multiplier``, or the module default when absent."""
+    value = section.get("environment_change_multiplier", ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
+        raise CompareInputError(f"compare.environment_change_multiplier must be a number >= 1 (a bound's or marginal "
+                                f"likelihood's tolerance is multiplied by it when the sides trained on different "
+                                f"devices or torch builds; 1 leaves it as is), got {value!r}")
+    return float(value)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -171,7 +209,7 @@ def _metric_value(value: object, key: str, origin: str) -> float:
 def read_path(spec: str) -> dict[str, float]:
     path = Path(spec)
     if path.is_dir():
-        path = path / "metrics.json"
+        path = path / METRICS_FILE
     if not path.is_file():
         raise CompareInputError(
             f"{spec!r} is neither a report directory with a metrics.json, a metrics.json file, `rev:REV[:PATH]` "
@@ -179,24 +217,35 @@ def read_path(spec: str) -> dict[str, float]:
     return _parse_metrics(path.read_text(), str(path))
 
 
-def read_revision(spec: str, repo: Path, profile: str) -> dict[str, float]:
-    """``rev:REV`` or ``rev:REV:PATH`` through ``git show`` (no checkout)."""
+def _revision_and_path(spec: str, profile: str) -> tuple[str, str]:
+    """``rev:REV[:PATH]`` as (REV, PATH), PATH ``reports/<profile>`` when not given."""
     _, _, rest = spec.partition(":")
     revision, _, path = rest.partition(":")
     if not revision:
         raise CompareInputError(f"{spec!r}: name a revision, e.g. rev:HEAD~1 or rev:main:reports/smoke")
-    path = path or f"reports/{profile}"
-    candidates = [path] if path.endswith(".json") else [f"{path.rstrip('/')}/metrics.json"]
-    for candidate in candidates:
-        try:
-            result = subprocess.run(["git", "show", f"{revision}:{candidate}"], cwd=repo, capture_output=True,
-                                    text=True, timeout=60)
-        except OSError as err:
-            raise CompareInputError(f"{spec!r}: git is not available ({err})") from None
-        if result.returncode == 0:
-            return _parse_metrics(result.stdout, f"{candidate} at {revision}")
-        message = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "git show failed"
-    raise CompareInputError(f"{spec!r}: cannot read {candidates[0]} at revision {revision!r} in {repo} ({message})")
+    return revision, path or f"reports/{profile}"
+
+
+def _git_show(spec: str, repo: Path, revision: str, path: str) -> tuple[str | None, str]:
+    """The text of ``path`` at ``revision`` (None when git cannot show it) and git's last word."""
+    try:
+        result = subprocess.run(["git", "show", f"{revision}:{path}"], cwd=repo, capture_output=True,
+                                text=True, timeout=60)
+    except OSError as err:
+        raise CompareInputError(f"{spec!r}: git is not available ({err})") from None
+    if result.returncode == 0:
+        return result.stdout, ""
+    return None, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "git show failed"
+
+
+def read_revision(spec: str, repo: Path, profile: str) -> dict[str, float]:
+    """``rev:REV`` or ``rev:REV:PATH`` through ``git show`` (no checkout)."""
+    revision, path = _revision_and_path(spec, profile)
+    candidate = path if path.endswith(".json") else posixpath.join(path.rstrip("/"), METRICS_FILE)
+    text, message = _git_show(spec, repo, revision, candidate)
+    if text is None:
+        raise CompareInputError(f"{spec!r}: cannot read {candidate} at revision {revision!r} in {repo} ({message})")
+    return _parse_metrics(text, f"{candidate} at {revision}")
 
 
 def paper_metrics(like: dict[str, float], reference: Reference) -> dict[str, float]:
@@ -236,6 +285,105 @@ def read_side(spec: str, repo: Path, profile: str) -> dict[str, float] | None:
 
 
 # --------------------------------------------------------------------------------------------------
+# A side's environment: provenance.json beside its metrics.json
+# --------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Environment:
+    """What a report's runs trained on and with, from its provenance.json (None: not recorded)."""
+    devices: tuple[str, ...]  # the kinds of device the runs trained on ("cpu", "cuda"), sorted
+    torch: str | None  # torch.__version__, e.g. "2.13.0+cu126"
+    torch_cuda: str | None = None  # torch.version.cuda: None on a CPU build
+    gpu: str | None = None  # CUDA device 0's name
+    build_recorded: bool = False  # whether torch_cuda was recorded (an older provenance.json lacks it)
+
+
+def _device_kind(device: str) -> str:
+    """``cuda:1`` -> ``cuda``: which of several GPUs of a machine a run used is no environment change."""
+    return str(device).split(":", 1)[0]
+
+
+def environment_of(provenance: dict, origin: str) -> Environment:
+    """A provenance.json's ``environment``; for an older one without it, its ``devices`` and
+    ``packages.torch``."""
+    if not isinstance(provenance, dict):
+        raise CompareInputError(f"{origin} must hold a JSON object (provenance.json): regenerate it with "
+                                f"`vaebench report`, or remove it to compare without an environment check")
+    recorded = provenance.get("environment")
+    recorded = recorded if isinstance(recorded, dict) else {}
+    devices = recorded.get("devices", provenance.get("devices")) or []
+    packages = provenance.get("packages") if isinstance(provenance.get("packages"), dict) else {}
+    if not isinstance(devices, list):
+        raise CompareInputError(f"{origin}: `devices` is {devices!r}, not a list of device names: regenerate it "
+                                f"with `vaebench report`, or remove it to compare without an environment check")
+    return Environment(devices=tuple(sorted({_device_kind(d) for d in devices})),
+                       torch=recorded.get("torch", packages.get("torch")), torch_cuda=recorded.get("torch_cuda"),
+                       gpu=recorded.get("gpu"), build_recorded="torch_cuda" in recorded)
+
+
+def _parse_environment(text: str, origin: str) -> Environment:
+    try:
+        provenance = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CompareInputError(f"{origin} is not valid JSON ({err.msg} at line {err.lineno}): regenerate it with "
+                                f"`vaebench report`, or remove it to compare without an environment check") from None
+    return environment_of(provenance, origin)
+
+
+def read_environment(spec: str, repo: Path, profile: str) -> Environment | None:
+    """The environment of one side, from the provenance.json beside its metrics.json (at REV for
+    ``rev:REV``); None for ``paper``, for a side without one (nothing to check) and for a file not
+    named metrics.json (a copy elsewhere: a provenance.json beside it need not be its report's)."""
+    if spec == "paper":
+        return None
+    if spec.startswith("rev:"):
+        revision, path = _revision_and_path(spec, profile)
+        if path.endswith(".json") and posixpath.basename(path) != METRICS_FILE:
+            return None
+        folder = posixpath.dirname(path) if path.endswith(".json") else path.rstrip("/")
+        candidate = posixpath.join(folder, PROVENANCE_FILE)
+        text, _ = _git_show(spec, repo, revision, candidate)
+        return None if text is None else _parse_environment(text, f"{candidate} at {revision}")
+    path = Path(spec)
+    if not path.is_dir() and path.name != METRICS_FILE:
+        return None
+    provenance = (path if path.is_dir() else path.parent) / PROVENANCE_FILE
+    return _parse_environment(provenance.read_text(), str(provenance)) if provenance.is_file() else None
+
+
+def _devices_text(devices: tuple[str, ...]) -> str:
+    return ",".join(devices)
+
+
+def environment_change(base: Environment | None, new: Environment | None) -> str:
+    """What differs between the two sides' environments, in words ("environment changed: devices
+    cpu -> cuda (torch 2.13.0+cpu -> 2.13.0+cu126)"); empty when nothing does or a side has none.
+
+    Only what both sides record counts: devices when both name some, torch when both know it, the
+    CUDA version only when the torch versions read alike (a build's tag, +cu126, usually shows it),
+    the GPU when both name one."""
+    if base is None or new is None:
+        return ""
+    changes = []
+    if base.devices and new.devices and base.devices != new.devices:
+        changes.append(f"devices {_devices_text(base.devices)} -> {_devices_text(new.devices)}")
+    if base.torch and new.torch and base.torch != new.torch:
+        changes.append(f"torch {base.torch} -> {new.torch}")
+    elif base.build_recorded and new.build_recorded and base.torch_cuda != new.torch_cuda:
+        changes.append(f"torch CUDA {base.torch_cuda or 'none'} -> {new.torch_cuda or 'none'}")
+    if base.gpu and new.gpu and base.gpu != new.gpu:
+        changes.append(f"GPU {base.gpu} -> {new.gpu}")
+    if not changes:
+        return ""
+    first, rest = changes[0], changes[1:]
+    return f"environment changed: {first}" + (f" ({', '.join(rest)})" if rest else "")
+
+
+def resolve_environment_change(base_spec: str, new_spec: str, repo: Path, profile: str) -> str:
+    """:func:`environment_change` between the two sides' provenance.json files."""
+    return environment_change(read_environment(base_spec, repo, profile), read_environment(new_spec, repo, profile))
+
+
+# --------------------------------------------------------------------------------------------------
 # Comparing
 # --------------------------------------------------------------------------------------------------
 def _ratio_verdict(base: float, new: float, ratio: float, higher_is_better: bool) -> str:
@@ -269,7 +417,10 @@ def seed_spread(key: str, base_all: dict, new_all: dict) -> float | None:
     return math.hypot(*(s or 0.0 for s in spreads))
 
 
-def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict, tolerances: dict) -> Row:
+def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict, tolerances: dict,
+                environment_change: str = "") -> Row:
+    """One metric's row; ``environment_change`` (:func:`environment_change`, empty when none)
+    widens a bound's or marginal likelihood's tolerance and excuses a throughput's change."""
     family = family_of(key)
     difference = new - base
     note, widening = "", 0.0
@@ -285,7 +436,6 @@ def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict
             seed_term = ""
     if family == "bound":
         tolerance = tolerances["bound_nats"] + widening
-        verdict = "same" if abs(difference) <= tolerance else ("better" if difference > 0 else "worse")
         rule = (f"|diff| <= {tolerances['bound_nats']:g}{seed_term} = {tolerance:.3g} nats" if seed_term
                 else f"|diff| <= {tolerance:g} nats")
     elif family == "marginal_likelihood":
@@ -294,12 +444,23 @@ def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict
         combined = math.hypot(*errors)
         tolerance = (tolerances["marginal_likelihood_se"] * combined + tolerances["marginal_likelihood_floor_nats"]
                      + widening)
-        verdict = "same" if abs(difference) <= tolerance else ("better" if difference > 0 else "worse")
         rule = (f"|diff| <= {tolerances['marginal_likelihood_se']:g} x s.e. {combined:.3g} + "
                 f"{tolerances['marginal_likelihood_floor_nats']:g}{seed_term} = {tolerance:.3g} nats")
-    elif family == "throughput":
+    if family in ("bound", "marginal_likelihood"):
+        environment_widening = 0.0
+        if environment_change:
+            tolerance, rule, environment_note, environment_widening = _widen_for_environment(tolerance, rule,
+                                                                                             tolerances)
+            note = "; ".join(n for n in (note, environment_note) if n)
+        verdict = "same" if abs(difference) <= tolerance else ("better" if difference > 0 else "worse")
+        return Row(key, family, base, new, difference, verdict, rule, note, widening, environment_widening)
+    if family == "throughput":
         verdict = _ratio_verdict(base, new, tolerances["throughput_ratio"], higher_is_better=True)
         rule = f"new/base within [{tolerances['throughput_ratio']:g}, {1 / tolerances['throughput_ratio']:.3g}]"
+        if environment_change and verdict in ("better", "worse"):
+            return Row(key, family, base, new, difference, "changed", rule,
+                       f"changed by the environment ({verdict} by the ratio): not a regression",
+                       environment_changed=True)
     elif family == "variance":
         verdict = _ratio_verdict(base, new, tolerances["variance_ratio"], higher_is_better=False)
         rule = f"new/base within [{tolerances['variance_ratio']:g}, {1 / tolerances['variance_ratio']:.3g}], lower is better"
@@ -312,8 +473,24 @@ def compare_one(key: str, base: float, new: float, base_all: dict, new_all: dict
     return Row(key, family, base, new, difference, verdict, rule, note, widening)
 
 
+def _widen_for_environment(tolerance: float, rule: str, tolerances: dict) -> tuple[float, str, str, float]:
+    """A bound's or marginal likelihood's tolerance x m for an environment change: the widened
+    tolerance, its rule, the row's note and the nats added."""
+    m = tolerances.get("environment_change_multiplier", ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER)
+    widened_tolerance = m * tolerance
+    added = widened_tolerance - tolerance
+    if added <= 0:
+        return tolerance, rule, "", 0.0
+    return (widened_tolerance, f"{rule}; x {m:g} for the environment change = {widened_tolerance:.3g} nats",
+            f"tolerance widened by the environment change: {tolerance:.3g} -> {widened_tolerance:.3g} nats "
+            f"(x {m:g})", added)
+
+
 def compare_metrics(base: dict[str, float], new: dict[str, float], tolerances: dict[str, float],
-                    only: tuple[str, ...] = (), exclude: tuple[str, ...] = ()) -> list[Row]:
+                    only: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
+                    environment_change: str = "") -> list[Row]:
+    """A row per metric of either side (selected by ``only`` and ``exclude``); ``environment_change``
+    as :func:`compare_one` reads it."""
     def selected(key: str) -> bool:
         return (not only or any(fnmatch.fnmatchcase(key, p) for p in only)) and \
             not any(fnmatch.fnmatchcase(key, p) for p in exclude)
@@ -330,7 +507,7 @@ def compare_metrics(base: dict[str, float], new: dict[str, float], tolerances: d
         elif key not in base:
             rows.append(Row(key, family_of(key), None, new[key], None, "added", "only in NEW"))
         else:
-            rows.append(compare_one(key, base[key], new[key], base_all, new_all, tolerances))
+            rows.append(compare_one(key, base[key], new[key], base_all, new_all, tolerances, environment_change))
     return rows
 
 
@@ -374,6 +551,23 @@ def widened(rows: list[Row]) -> list[Row]:
     return [r for r in rows if r.seed_widening > 0]
 
 
+def widened_for_environment(rows: list[Row]) -> list[Row]:
+    """The rows whose tolerance an environment change widened."""
+    return [r for r in rows if r.environment_widening > 0]
+
+
+def changed_by_environment(rows: list[Row]) -> list[Row]:
+    """The throughputs whose change an environment change accounts for (``changed``, not regressions)."""
+    return [r for r in rows if r.environment_changed]
+
+
+def _environment_footer(rows: list[Row]) -> str:
+    n_widened, n_changed = len(widened_for_environment(rows)), len(changed_by_environment(rows))
+    parts = ([f"{n_widened} metric(s) had their tolerance widened by the environment change"] if n_widened else []) \
+        + ([f"{n_changed} speed metric(s) changed with the environment (not regressions)"] if n_changed else [])
+    return "; ".join(parts) + ". " if parts else ""
+
+
 # --------------------------------------------------------------------------------------------------
 # Output
 # --------------------------------------------------------------------------------------------------
@@ -385,27 +579,35 @@ def _cell(value: float | None) -> str:
     return f"{value:.4g}" if abs(value) < 0.01 and value != 0 else f"{value:,.3f}"
 
 
-def render(rows: list[Row], fmt: str, base_label: str, new_label: str, allow_removed: bool = False) -> str:
+def render(rows: list[Row], fmt: str, base_label: str, new_label: str, allow_removed: bool = False,
+           environment_change: str = "") -> str:
+    """The rows as a table, markdown or JSON; ``environment_change`` (empty when none) opens the
+    table and markdown, and is the JSON's ``environment_change`` (null when none)."""
     bad = regressions(rows, allow_removed)
     summary = ", ".join(f"{n} {v}" for v, n in counts(rows).items() if n)
     n_widened = len(widened(rows))
     if fmt == "json":
-        return json.dumps({"base": base_label, "new": new_label, "counts": counts(rows),
-                           "widened_by_seed_spread": n_widened,
+        return json.dumps({"base": base_label, "new": new_label, "environment_change": environment_change or None,
+                           "counts": counts(rows), "widened_by_seed_spread": n_widened,
+                           "widened_by_environment_change": len(widened_for_environment(rows)),
+                           "changed_by_environment": [r.key for r in changed_by_environment(rows)],
                            "regressions": [r.key for r in bad], "metrics": [asdict(r) for r in rows]}, indent=2)
+    opening = [environment_change, ""] if environment_change else []
     with_notes = any(r.note for r in rows)
     header = ["metric", base_label, new_label, "diff", "verdict"] + (["note"] if with_notes else [])
     body = [[r.key, _cell(r.base), _cell(r.new), "–" if r.difference is None else f"{r.difference:+.3g}",
              r.verdict.upper() if r in bad else r.verdict] + ([r.note] if with_notes else []) for r in rows]
     footer = (f"{len(rows)} metrics: {summary or 'none'}. "
               + (f"{n_widened} metric(s) had their tolerance widened by seed spread. " if n_widened else "")
+              + _environment_footer(rows)
               + (f"{len(bad)} regression(s): {', '.join(r.key for r in bad[:10])}{' ...' if len(bad) > 10 else ''}"
                  if bad else "No regression."))
     if fmt == "markdown":
         lines = ["| " + " | ".join(header) + " |", "|---|---:|---:|---:|---|" + ("---|" if with_notes else "")]
         lines += ["| " + " | ".join(row) + " |" for row in body]
-        return "\n".join(lines + ["", footer])
+        return "\n".join(opening + lines + ["", footer])
     widths = [max(len(str(x)) for x in column) for column in zip(header, *body)] if body else [len(h) for h in header]
     line = lambda cells: "  ".join(c.ljust(w) if i in (0, 4, 5) else c.rjust(w)  # noqa: E731
                                    for i, (c, w) in enumerate(zip(cells, widths)))
-    return "\n".join([line(header), line(["-" * w for w in widths])] + [line(row) for row in body] + ["", footer])
+    return "\n".join(opening + [line(header), line(["-" * w for w in widths])] + [line(row) for row in body]
+                     + ["", footer])

@@ -8,7 +8,8 @@ from pathlib import Path
 import click
 
 from .cli_options import params_option
-from .compare import CompareInputError, compare_metrics, regressions, render, resolve_sides, tolerances_from_params
+from .compare import (CompareInputError, compare_metrics, regressions, render, resolve_environment_change,
+                      resolve_sides, tolerances_from_params)
 from .params import ParamsError, load_params
 
 
@@ -31,13 +32,17 @@ def compare(base, new, fmt, only, exclude, allow_removed, params_path, profile, 
     """Compare metrics of BASE and NEW: a report directory, a metrics.json, rev:REV[:PATH], or paper.
 
     Prints per metric both values, the difference and a verdict against the tolerances in
-    params.yaml (compare:). Exits 1 when anything regresses, 2 on bad input.
+    params.yaml (compare:). Exits 1 when anything regresses, 2 on bad input. When the two reports'
+    provenance.json differ in device or torch build, says so first: speed changes are then no
+    regression, and bounds and marginal likelihoods get wider tolerances.
     """
     try:
         params = load_params(params_path)
         tolerances = tolerances_from_params(params)
-        base_metrics, new_metrics = resolve_sides(base, new, repo, profile or params["profile"])
-        rows = compare_metrics(base_metrics, new_metrics, tolerances, only, exclude)
+        profile = profile or params["profile"]
+        base_metrics, new_metrics = resolve_sides(base, new, repo, profile)
+        environment_change = resolve_environment_change(base, new, repo, profile)
+        rows = compare_metrics(base_metrics, new_metrics, tolerances, only, exclude, environment_change)
     except (CompareInputError, ParamsError, FileNotFoundError) as err:
         raise _UsageErrorExit2(str(err)) from err
     if not rows:
@@ -46,5 +51,5 @@ def compare(base, new, fmt, only, exclude, allow_removed, params_path, profile, 
                 "samples lie left of the paper's axes); compare a default or paper profile report"
                 if "paper" in (base, new) else "")
         raise _UsageErrorExit2(f"no metrics to compare between {base!r} and {new!r}{hint}")
-    click.echo(render(rows, fmt, base, new, allow_removed))
+    click.echo(render(rows, fmt, base, new, allow_removed, environment_change))
     sys.exit(1 if regressions(rows, allow_removed) else 0)

@@ -15,6 +15,7 @@ from .evaluate import evaluate_configuration, other_seed_settings, settings_from
 from .params import load_params, lookup
 from .run_config import seeds_side_by_side
 from .run_directory import CONFIG_FILE, MARGINAL_LIKELIHOOD_ROOT
+from .unfinished_outputs import written_then_published
 
 
 @click.group()
@@ -30,7 +31,8 @@ def evaluate() -> None:
 @click.option("--experiment", default="fig3", show_default=True, help="Whose profile budgets (points, cross-checks) apply.")
 @params_option()
 @click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, help="Override training.device.")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, envvar="VAEBENCH_DEVICE",
+              help="Override training.device; also from VAEBENCH_DEVICE.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @user_errors
 def marginal_likelihood(configuration_dir, out_dir, experiment, params_path, prepared_dir, device, progress) -> None:
@@ -41,10 +43,13 @@ def marginal_likelihood(configuration_dir, out_dir, experiment, params_path, pre
     if out_dir is None:  # runs/<experiment>/<configuration>[/seed<N>] -> runs/marginal_likelihood/<experiment>/<configuration>
         folder = configuration_dir.parent if (configuration_dir / CONFIG_FILE).is_file() else configuration_dir
         out_dir = folder.parent.parent / MARGINAL_LIKELIHOOD_ROOT / folder.parent.name / folder.name
-    frame = evaluate_configuration(configuration_dir, out_dir, prepared_dir or lookup(params, "data.prepared_dir"),
-                                   settings, other_seed_settings(params, settings, experiment),
-                                   device or lookup(params, "training.device"), progress,
-                                   parallel=seeds_side_by_side(params))
+    # written in .vaebench/unfinished/ and moved to --out when every seed's rows are in
+    # (DVC's run-cache keeps only stages without `persist` outputs: pipeline.unfinished_outputs)
+    with written_then_published(out_dir) as writing_dir:
+        frame = evaluate_configuration(configuration_dir, writing_dir, prepared_dir or lookup(params, "data.prepared_dir"),
+                                       settings, other_seed_settings(params, settings, experiment),
+                                       device or lookup(params, "training.device"), progress,
+                                       parallel=seeds_side_by_side(params))
     last = frame[frame["samples_seen"] == frame.groupby("seed")["samples_seen"].transform("max")]
     run_dir = configuration_dir
     for row in last.itertuples():

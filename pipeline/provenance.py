@@ -5,6 +5,13 @@ Git commit and dirty flag (with the changed files; the pipeline's own outputs --
 while it runs), the sha256 of params.yaml's content, the data files' sha256s, the versions of the
 packages that compute the numbers, the device and CPU, and the wall time of every stage as its
 outputs record it.
+
+``environment`` is what ``vaebench compare`` reads to tell an environment change from a regression:
+``devices`` (those the runs trained on, from their final.json, as the top-level ``devices``),
+``torch`` (``torch.__version__``, e.g. ``2.13.0+cu126``), ``torch_cuda`` (``torch.version.cuda``:
+the CUDA the build was made for, None on a CPU build) and ``gpu`` (the name of CUDA device 0, None
+without one). The torch build and GPU are those of the process that writes the report; final.json
+does not record the build its run trained with.
 """
 from __future__ import annotations
 
@@ -81,6 +88,20 @@ def machine() -> dict:
             "executable": sys.executable}
 
 
+def torch_build() -> dict[str, str | None]:
+    """The torch build of this process and the GPU it sees: ``torch`` (version), ``torch_cuda``
+    (the CUDA version it was built for; None on a CPU build) and ``gpu`` (CUDA device 0's name;
+    None when CUDA is not available)."""
+    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def environment(devices: list[str]) -> dict:
+    """What ``vaebench compare`` checks between two reports: the devices the runs trained on and
+    the torch build (:func:`torch_build`)."""
+    return {"devices": list(devices), **torch_build()}
+
+
 def stage_wall_times(finals: pd.DataFrame, marginal_likelihoods: pd.DataFrame,
                      variance: pd.DataFrame | None, extra: dict[str, float]) -> dict[str, float]:
     """Seconds per stage as the outputs record them: a training run's step-size trial, training
@@ -119,6 +140,7 @@ def build_provenance(repo: Path, params: dict, raw_dir: Path, finals: pd.DataFra
         "packages": package_versions(),
         "devices": devices,
         "machine": machine(),
+        "environment": environment(devices),
         "binarize": sorted(set(finals.binarize)) if "binarize" in finals else [],
         "stage_wall_seconds": stage_wall_times(finals, marginal_likelihoods, variance, extra_times),
     }

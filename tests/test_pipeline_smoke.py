@@ -1,12 +1,9 @@
 """Integration: the whole DVC pipeline on the smoke profile, in a copy of the repository."""
 import json
-import os
 import re
 import shutil
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,50 +13,10 @@ import yaml
 from pipeline.report import markdown_links
 from pipeline.run_config import configuration_seeds
 
-from .conftest import REPO, SHARED_DATA
+from .conftest import REPO, dvc  # smoke_repo: a session fixture in conftest.py
 
 pytestmark = pytest.mark.integration
 SMOKE_BUDGET_SECONDS = 300
-COPIED = ["pipeline", "vae_core", "baselines", "reports", "dvc.yaml", "params.yaml", ".dvcignore", "pyproject.toml"]
-
-
-def dvc(*args, cwd, env):
-    return subprocess.run([sys.executable, "-m", "dvc", *args], cwd=cwd, env=env, text=True,
-                          capture_output=True, timeout=900)
-
-
-@pytest.fixture(scope="module")
-def smoke_repo(tmp_path_factory):
-    if not (SHARED_DATA / "mnist.pkl.gz").exists():
-        pytest.skip(f"no data mirror at {SHARED_DATA}")
-    repo = tmp_path_factory.mktemp("smoke") / "repo"
-    repo.mkdir()
-    for name in COPIED:
-        source = REPO / name
-        if source.is_dir():
-            shutil.copytree(source, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-        elif source.exists():
-            shutil.copy(source, repo / name)
-    shutil.rmtree(repo / "reports" / "smoke", ignore_errors=True)  # the committed one is the gate's base
-    params = yaml.safe_load((repo / "params.yaml").read_text())
-    params["profile"] = "smoke"
-    params["data"]["mirrors"] = []  # the mirror comes from the environment variable instead
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    env = {**os.environ, "VAEBENCH_DATA_MIRRORS": str(SHARED_DATA),
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-           "PYTHONPATH": str(repo)}
-    subprocess.run([sys.executable, "-m", "dvc", "init", "--no-scm", "-q"], cwd=repo, env=env, check=True)
-    dvc("config", "core.analytics", "false", cwd=repo, env=env)
-    start = time.perf_counter()
-    result = dvc("repro", cwd=repo, env=env)
-    elapsed = time.perf_counter() - start
-    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-4000:]
-    if os.environ.get("VAEBENCH_SMOKE_REPORT_OUT"):  # .ci/run's gate compares this report with the committed one
-        out = Path(os.environ["VAEBENCH_SMOKE_REPORT_OUT"])
-        shutil.rmtree(out, ignore_errors=True)
-        shutil.copytree(repo / "reports" / "smoke", out)
-        (out / "dvc_repro_wall_seconds.txt").write_text(f"{elapsed:.1f}\n")
-    return repo, env, params, elapsed
 
 
 def expected_configurations(params):
