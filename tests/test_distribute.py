@@ -221,3 +221,32 @@ def test_a_failing_stage_is_named_with_its_log_and_no_report_is_written(tmp_path
     attempts = list((Path(record_dir := next((repo / ".vaebench" / "distribute").glob("*/"))) / "tasks").glob(
         "fig3_1000-aevb.*.failed.json"))
     assert len(attempts) == 2, f"one retry of the failed stage ({record_dir})"
+
+
+# ----------------------------------------------------------------------------------------- GPUs
+def test_a_gpu_worker_is_seen_and_the_device_reaches_the_stage_command_through_the_environment(tiny_setup):
+    """Workers started with a GPU resource make training tasks ask for it; a task sets
+    VAEBENCH_DEVICE=cuda, which `vaebench train` reads as --device (here, on a machine without CUDA,
+    that must fail with the device's own clear error, proving the variable was read)."""
+    from click.testing import CliRunner
+
+    from pipeline.cli import main
+    from pipeline.distribute import has_gpu_workers
+
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
+                                  resources={"GPU": 1}) as cluster, distributed.Client(cluster) as client:
+        assert has_gpu_workers(client)
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        assert not has_gpu_workers(client)
+    params, params_path, prepared, tmp_path = tiny_setup
+    result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
+                                       "--prepared-dir", str(prepared), "--out", str(tmp_path / "run"), "--no-progress"],
+                                env={"VAEBENCH_DEVICE": "cuda"})
+    import torch
+
+    if torch.cuda.is_available():
+        assert result.exit_code == 0, result.output
+        assert json.loads((tmp_path / "run/seed1/final.json").read_text())["device"].startswith("cuda")
+    else:
+        assert result.exit_code == 1 and "--device cuda was asked for" in result.output, result.output
