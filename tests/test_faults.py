@@ -120,6 +120,7 @@ def test_2_two_real_processes_into_one_out_leave_one_consistent_run(tiny_setup):
     bigger["profiles"]["smoke"]["fig2"]["mnist"]["samples"] = 5_000_000  # long enough to be running still
     params_path.write_text(yaml.safe_dump(bigger))
     run_dir = tmp / "run" / "seed1"
+    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3", "--params",
                str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent), "--no-progress",
                "--seed", "1"]
@@ -302,6 +303,7 @@ def test_a_full_disk_while_checkpointing_is_named_and_the_run_resumes(tiny_setup
         return original(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", disk_fills_at_the_third_checkpoint)
+    (tmp / "run").mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
     result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
                                        "--prepared-dir", str(prepared), "--out", str(tmp / "run"), "--no-progress"])
     line = one_line_error(result)

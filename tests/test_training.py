@@ -90,6 +90,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
     params["profiles"]["smoke"]["fig2"]["checkpoint_every"] = 4_000
     params_path.write_text(yaml.safe_dump(params))
     run_dir = tmp / "killed" / "seed1"  # --out is the configuration's folder; seed 1 its run
+    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3",
                "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent),
                "--no-progress"]
