@@ -65,6 +65,8 @@ from pathlib import Path
 
 import yaml
 
+from .provenance import torch_build
+
 FANNED_OUT_COMMANDS = ("vaebench train", "vaebench evaluate marginal-likelihood")
 REMOTE_NAME = "vaebench_distribute"
 RECORDS_DIR = Path(".vaebench") / "distribute"
@@ -290,13 +292,6 @@ def _write_marker(task: StageTask, attempt: str, name: str, content: dict) -> No
 
 def safe_name(stage: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", stage)
-
-
-def torch_build() -> dict:
-    import torch
-
-    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def run_stage_task(task: StageTask, upstream_results: list[dict]) -> dict:
