@@ -167,7 +167,7 @@ def estimate_split(model, x: torch.Tensor, trained_encoder: bool, settings: Marg
     if cross_check:
         start = time.perf_counter()
         estimate = importance_sampling_estimator(model, x, n_samples=settings.importance_samples,
-                                                 proposal=importance_sampling_proposal(trained_encoder, appendix_d))
+                                                 proposal=importance_sampling_proposal(model, x, trained_encoder, appendix_d))
         results.append((estimate, time.perf_counter() - start))
     return results
 

@@ -24,7 +24,8 @@ datapoint, with Python loops only over samples, chunks or HMC transitions.
 from .appendix_d import appendix_d_estimator, prior_resampled_start
 from .estimate import MarginalLikelihoodEstimate
 from .grid import DEFAULT_ADAPTIVE_GRID_POINTS, DEFAULT_GRID_POINTS, grid_estimator
-from .importance_sampling import gaussian_proposal_from_samples, importance_sampling_estimator
+from .importance_sampling import (MultivariateStudentT, ProposalMixture, defensive_mixture_proposal,
+                                  gaussian_proposal_from_samples, importance_sampling_estimator)
 from .log_joint import fast_log_joint, shared_grid_log_joint
 from .protocol import appendix_d_start, importance_sampling_proposal
 from .posterior_density import (
@@ -41,6 +42,9 @@ __all__ = [
     "appendix_d_estimator",
     "prior_resampled_start",
     "importance_sampling_estimator",
+    "defensive_mixture_proposal",
+    "MultivariateStudentT",
+    "ProposalMixture",
     "grid_estimator",
     "gaussian_proposal_from_samples",
     "appendix_d_start",

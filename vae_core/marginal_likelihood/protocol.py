@@ -14,9 +14,12 @@ Two choices the paper leaves to the implementation, made here because they decid
   (README, "Marginal likelihood"). For larger Nz the chains start at the encoder mean when the
   model has a trained encoder, and otherwise (MCEM) at prior draws resampled by p(x|z), or at
   the run's own persistent chains for its training points (they are posterior samples already).
-- **The importance-sampling proposal** (:func:`importance_sampling_proposal`): the encoder
-  q(z|x) when the model has a trained encoder; for MCEM, which trains none, a Gaussian fitted per
-  datapoint to Appendix D's own HMC samples, its covariance widened by 1.5.
+- **The importance-sampling proposal** (:func:`importance_sampling_proposal`): for every model,
+  the defensive mixture of :func:`defensive_mixture_proposal`, fitted per datapoint to Appendix
+  D's own HMC samples (a Student-t at their mean and widened covariance), with the encoder q(z|x)
+  where the model trained one and the prior as components. The encoder alone, the first choice,
+  left importance sampling 8.6 nats under the grid on the overfit AEVB model (Ntrain 1,000, test
+  points; 300 points, K = 2,000), the mixture 0.005 (README, "Marginal likelihood").
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 from torch.distributions import Distribution
 
 from .estimate import MarginalLikelihoodEstimate
-from .importance_sampling import gaussian_proposal_from_samples
+from .importance_sampling import defensive_mixture_proposal
 
 GRID_START_MAX_NZ = 3
 
@@ -45,10 +48,10 @@ def appendix_d_start(z_dim: int, trained_encoder: bool, chain_states: torch.Tens
 
 
 def importance_sampling_proposal(
-    trained_encoder: bool, appendix_d: MarginalLikelihoodEstimate
-) -> Callable[[torch.Tensor], Distribution] | None:
-    """The proposal of :func:`importance_sampling_estimator` for this model: None (its default,
-    the encoder) or, without a trained encoder, a Gaussian around ``appendix_d``'s HMC samples."""
-    if trained_encoder:
-        return None
-    return gaussian_proposal_from_samples(appendix_d.details["samples"])
+    model, x: torch.Tensor, trained_encoder: bool, appendix_d: MarginalLikelihoodEstimate
+) -> Callable[[torch.Tensor], Distribution]:
+    """The proposal of :func:`importance_sampling_estimator` for this model and these datapoints:
+    the defensive mixture fitted to ``appendix_d``'s HMC samples (its ``details["samples"]``), with
+    the encoder q(z|x) as a component where the model trained one."""
+    encoder = model.encoder(x.to(next(model.parameters()).device)) if trained_encoder else None
+    return defensive_mixture_proposal(appendix_d.details["samples"], encoder)
