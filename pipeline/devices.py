@@ -14,11 +14,3 @@ def resolve_device(name: str) -> torch.device:
     if name not in DEVICE_CHOICES:
         raise ValueError(f"unknown device {name!r}; choose one of {', '.join(DEVICE_CHOICES)}")
     return torch.device(name)
-
-
-def torch_build() -> dict[str, str | None]:
-    """The torch build of this process and the GPU it sees: ``torch`` (version), ``torch_cuda``
-    (the CUDA version it was built for; None on a CPU build) and ``gpu`` (CUDA device 0's name;
-    None when CUDA is not available)."""
-    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}

@@ -65,7 +65,7 @@ from pathlib import Path
 
 import yaml
 
-from .devices import torch_build
+from .provenance import torch_build
 
 FANNED_OUT_COMMANDS = ("vaebench train", "vaebench evaluate marginal-likelihood")
 REMOTE_NAME = "vaebench_distribute"

@@ -27,8 +27,6 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from .devices import torch_build
-
 PACKAGES = ("vaebench", "torch", "numpy", "scipy", "scikit-learn", "pandas", "matplotlib", "seaborn", "click", "dvc")
 GENERATED = ("dvc.lock", "reports/", "runs/", "data/")
 
@@ -88,6 +86,14 @@ def machine() -> dict:
     return {"platform": platform.platform(), "cpu": cpu, "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(), "cuda_available": torch.cuda.is_available(),
             "executable": sys.executable}
+
+
+def torch_build() -> dict[str, str | None]:
+    """The torch build of this process and the GPU it sees: ``torch`` (version), ``torch_cuda``
+    (the CUDA version it was built for; None on a CPU build) and ``gpu`` (CUDA device 0's name;
+    None when CUDA is not available)."""
+    return {"torch": torch.__version__, "torch_cuda": torch.version.cuda,
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
 
 def environment(devices: list[str]) -> dict:

@@ -46,7 +46,7 @@ from vae_core.training import select_step_size, train_stacked_steps
 
 from .code_dependencies import source_fingerprint
 from .cpu_threads import ThreadGovernor
-from .devices import resolve_device, torch_build
+from .devices import resolve_device
 from .files import save_torch, write_atomically, write_json
 from .prepared_data import recorded_sha256
 from .processes import run_in_processes
@@ -487,7 +487,6 @@ def write_final(state: RunState, device: torch.device, stacked_runs: int, charge
         "wall_seconds": round((wall_seconds or 0.0) + state.trial_seconds, 3),  # this process, start to end
         "threads": torch.get_num_threads(),
         "device": str(device),
-        **torch_build(),  # torch, torch_cuda, gpu: the build the run trained with
         "resumed_from": state.resumed_from,
         "final_metrics": state.algorithm.extra_metrics(),
     }

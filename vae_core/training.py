@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
 from typing import Callable, Sequence
 
 import torch
@@ -16,53 +15,6 @@ def default_generator(device: torch.device) -> torch.Generator:
     if device.type == "cuda":
         return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
     return torch.default_generator
-
-
-class CapturedStackedStep:
-    """One update of a :class:`StackedAEVB` after Adagrad's warm-up, captured as two CUDA graphs.
-
-    On a GPU a step of these small models is a few dozen short kernels, and launching them one by
-    one from Python takes longer than running them. :meth:`forward_backward` (without the bound:
-    the NaN probe) and :meth:`apply_adagrad` are each recorded once as a CUDA graph
-    (``torch.cuda.graph``) reading the minibatch and noise buffers ``x_batch`` and ``eps`` and
-    replayed at every step: the same kernels on the same buffers as the eager update, so the same
-    numbers (tests/test_devices.py checks it bit for bit on the GPU). Two graphs, not one, so the
-    NaN check still comes between the gradient and the update, as in the eager loop.
-
-    Only after the warm-up (the step size is then a constant of the graph) and only while every
-    run is active; the random numbers stay outside (each run's own generator, eager). Off with
-    ``VAEBENCH_CUDA_GRAPHS=0``; never on the CPU.
-    """
-
-    def __init__(self, engine: StackedAEVB, x_batch: torch.Tensor, eps: torch.Tensor):
-        self.engine = engine
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):  # warm-up before capture, as torch.cuda.graph asks; harmless:
-            for _ in range(3):         # forward_backward only writes the gradient buffers
-                engine.forward_backward(x_batch, eps, with_bound=False)
-        torch.cuda.current_stream().wait_stream(side)
-        self.gradient_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.gradient_graph):
-            self.probe = engine.forward_backward(x_batch, eps, with_bound=False)
-        steps_taken = engine.steps_taken
-        self.update_graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.update_graph):  # recorded, not run
-            engine.apply_adagrad()
-        engine.steps_taken = steps_taken
-
-    @staticmethod
-    def usable(engine: StackedAEVB, device: torch.device) -> bool:
-        return (device.type == "cuda" and os.environ.get("VAEBENCH_CUDA_GRAPHS", "1") != "0"
-                and engine.steps_taken >= engine.warmup_steps and all(engine.active))
-
-    def forward_backward(self) -> torch.Tensor:
-        self.gradient_graph.replay()
-        return self.probe
-
-    def apply_adagrad(self) -> None:
-        self.update_graph.replay()
-        self.engine.steps_taken += 1
 
 
 def train_stacked_steps(
@@ -93,7 +45,6 @@ def train_stacked_steps(
     x_batch = torch.empty((R, batch_size, first.shape[1]), device=first.device, dtype=first.dtype)
     eps = torch.empty((R, batch_size, engine.config.z_dim), device=first.device, dtype=first.dtype)
     last = torch.full((R,), math.nan)
-    captured = None  # CapturedStackedStep, on a GPU once the warm-up is over
     for step in range(n_steps):
         for r in range(R):
             indices = torch.randint(x_train[r].shape[0], (batch_size,), device=first.device,
@@ -103,20 +54,13 @@ def train_stacked_steps(
                 x_batch[r] = torch.bernoulli(x_batch[r], generator=generators[r])
             torch.randn((batch_size, engine.config.z_dim), device=first.device, dtype=first.dtype,
                         generator=generators[r], out=eps[r])
-        if step == n_steps - 1 or not CapturedStackedStep.usable(engine, first.device):
-            captured, step_engine = None, engine
-            last = engine.forward_backward(x_batch, eps, with_bound=step == n_steps - 1)
-        else:
-            captured = captured or CapturedStackedStep(engine, x_batch, eps)
-            step_engine = captured
-            last = captured.forward_backward()
+        last = engine.forward_backward(x_batch, eps, with_bound=step == n_steps - 1)
         for r, value in enumerate(last.tolist()):
             if engine.active[r] and not math.isfinite(value):
                 if on_nonfinite == "raise":
                     check_finite(value, f"the minibatch lower bound of stacked run {r}", engine.steps_taken)
                 engine.active[r] = False
-                step_engine, captured = engine, None  # the graph would update a frozen run
-        step_engine.apply_adagrad()
+        engine.apply_adagrad()
     return last
 
 
