@@ -17,7 +17,7 @@ from .evaluate_commands import evaluate
 from .figure_commands import figures, report
 from .devices import DEVICE_CHOICES
 from .params import load_params, lookup
-from .run_config import ALGORITHMS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
+from .run_config import ALGORITHMS, BINARIZATIONS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
 from .run_directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
 from .train import train_seeds
 from .unfinished_outputs import written_then_published
@@ -45,6 +45,9 @@ main.add_command(cluster_plan)
 @click.option("--nz", type=int, required=True, help="Latent dimensionality Nz.")
 @click.option("--algorithm", type=click.Choice(ALGORITHMS), default="aevb", show_default=True)
 @click.option("--ntrain", type=int, default=None, help="Train on this training-set subset (Figure 3).")
+@click.option("--binarize", type=click.Choice(BINARIZATIONS), default=None,
+              help="Override training.binarize: MNIST targets as grey levels (none) or resampled "
+                   "Bernoulli at every minibatch (dynamic); the binarization study's stages set it.")
 @click.option("--seed", "seeds", type=int, multiple=True,
               help="Train this seed (repeatable); default: the seeds params.yaml gives this configuration "
                    "(profiles.<profile>.seeds).")
@@ -60,11 +63,13 @@ main.add_command(cluster_plan)
 @click.option("--force", is_flag=True, help="Retrain runs that have already finished with this configuration and code.")
 @click.option("--progress/--no-progress", default=True, show_default=True)
 @user_errors
-def train(experiment, dataset, nz, algorithm, ntrain, seeds, device, configuration_dir, params_path,
+def train(experiment, dataset, nz, algorithm, ntrain, binarize, seeds, device, configuration_dir, params_path,
           prepared_dir, resume, force, progress) -> None:
     """Train one configuration, each of its seeds into its own run directory (config, curve,
     checkpoints); fused AEVB seeds train together, stacked."""
     params = load_params(params_path)
+    if binarize is not None:
+        params["training"]["binarize"] = binarize
     config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, None, device)
     configuration_dir = Path(configuration_dir or config.default_configuration_dir())
     explicit = bool(seeds)
