@@ -53,8 +53,9 @@ import pandas as pd
 from .seed_statistics import LEVEL, Summary, difference, summarize, summarize_frame
 
 PASS, FAIL, INCONCLUSIVE, NO_DATA = "pass", "fail", "inconclusive", "no data"
+NOT_RUN = "not run"  # a partial set of runs lacks configurations the claim compares
 NOT_ON_AXES = "not on the paper's axes"
-VERDICTS = (PASS, FAIL, INCONCLUSIVE, NO_DATA)
+VERDICTS = (PASS, FAIL, INCONCLUSIVE, NO_DATA, NOT_RUN)
 # metrics.json's coding of a verdict (pipeline.metrics; vaebench compare orders them)
 VERDICT_SCORES = {PASS: 1.0, INCONCLUSIVE: 0.5, FAIL: 0.0}
 
@@ -388,10 +389,16 @@ def figure_2_panels(curves: pd.DataFrame) -> pd.DataFrame:
 
 
 def evaluate_claims(curves: pd.DataFrame, marginal_likelihoods: pd.DataFrame, finals: pd.DataFrame,
-                    variance: pd.DataFrame | None, settings: dict) -> list[Claim]:
-    """Every claim, in the order of the paper."""
+                    variance: pd.DataFrame | None, settings: dict, not_run: dict[str, list[str]] | None = None
+                    ) -> list[Claim]:
+    """Every claim, in the order of the paper.
+
+    ``not_run`` (a partial set of runs): per claim key, the configurations it compares that did
+    not run; such a claim is ``NOT_RUN``, never judged on the part that ran (a claim about three
+    algorithms is not the same claim about two). Its summary names what is missing and, where
+    something ran, what the part that ran would say, as information only."""
     fig2 = figure_2_panels(curves)
-    return [
+    claims = [
         claim_aevb_better_bound(fig2, float(settings["better_bound_margin"])),
         claim_aevb_converges_faster(fig2, float(settings["faster_fraction"])),
         claim_no_overfitting_with_more_latents(fig2, float(settings["overfitting_tolerance"])),
@@ -399,6 +406,18 @@ def evaluate_claims(curves: pd.DataFrame, marginal_likelihoods: pd.DataFrame, fi
         claim_mcem_impractical_on_full_set(marginal_likelihoods, finals, float(settings["mcem_throughput_fraction"])),
         claim_estimator_b_lower_variance(variance),
     ]
+    return [mark_not_run(claim, (not_run or {}).get(claim.key, [])) for claim in claims]
+
+
+def mark_not_run(claim: Claim, missing: list[str]) -> Claim:
+    """``claim`` as NOT_RUN when configurations it compares are ``missing`` (their names listed)."""
+    if not missing:
+        return claim
+    shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
+    partial = (f"; on the configurations that ran alone it would read {claim.verdict} ({claim.summary})"
+               if claim.verdict not in (NO_DATA, NOT_RUN) else "")
+    return Claim(claim.key, claim.statement, NOT_RUN, f"not run: {shown}{partial}",
+                 claim.evidence, "", claim.single_seed, claim.seeds)
 
 
 # --- the paper's curves at this budget -------------------------------------------------------------
@@ -504,6 +523,8 @@ def agreement(ours: str, paper: str) -> str:
     verdict of the part of the claim the paper's curves can show, :attr:`Claim.comparable_verdict`)."""
     if ours == NO_DATA:
         return "cannot tell (no data here)"
+    if ours == NOT_RUN:
+        return "cannot tell (not run)"
     if paper == NOT_ON_AXES:
         return "cannot tell (the paper's axes do not reach this budget)"
     if ours == INCONCLUSIVE:
@@ -516,8 +537,8 @@ def agreement(ours: str, paper: str) -> str:
 def attach_paper_verdicts(claims: list[Claim], paper_claims: list[Claim]) -> list[Claim]:
     for claim, paper in zip(claims, paper_claims):
         assert claim.key == paper.key
-        if claim.verdict == NO_DATA:  # nothing of ours to set beside the paper's
-            paper.verdict, paper.summary = NO_DATA, "no data here to compare"
+        if claim.verdict in (NO_DATA, NOT_RUN):  # nothing of ours to set beside the paper's
+            paper.verdict, paper.summary = claim.verdict, "nothing here to compare"
         claim.paper_verdict, claim.paper_summary = paper.verdict, paper.summary
     return claims
 
@@ -532,5 +553,6 @@ def verdict_counts(claims: list[Claim]) -> dict[str, int]:
 
 
 __all__ = ["Claim", "evaluate_claims", "evaluate_paper_claims", "attach_paper_verdicts", "agreement", "claim_agreement",
-           "final_values", "verdict_counts", "side_of", "PASS", "FAIL", "INCONCLUSIVE", "NO_DATA", "NOT_ON_AXES",
+           "final_values", "verdict_counts", "side_of", "mark_not_run", "PASS", "FAIL", "INCONCLUSIVE", "NO_DATA",
+           "NOT_RUN", "NOT_ON_AXES",
            "VERDICT_SCORES", "LEVEL", "Summary"]

@@ -20,15 +20,18 @@ from .reference import REFERENCE_DIR
 @click.option("--out", type=click.Path(path_type=Path), default=None,
               help="Output directory (default reports/<profile>/figures).")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path), default=REFERENCE_DIR, show_default=True)
+@click.option("--partial", is_flag=True,
+              help="A partial set of runs (a subset of the profile's configurations, e.g. the paper "
+                   "profile's part this machine ran): what did not run is marked, not an error.")
 @params_option()
 @user_errors
-def figures(runs_root, out, reference_dir, params_path) -> None:
+def figures(runs_root, out, reference_dir, partial, params_path) -> None:
     """Draw the paper's Figures 2-5 (PNG and SVG) from the runs."""
     params = load_params(params_path)
     out = out or Path("reports") / lookup(params, "profile") / "figures"
     from .figures import make_figures
 
-    index = make_figures(runs_root, out, params, reference_dir)
+    index = make_figures(runs_root, out, params, reference_dir, partial=partial)
     click.echo(f"{out}: {', '.join(f for names in index['figures'].values() for f in names)} "
                f"({index['wall_seconds']:.1f} s)")
 
@@ -39,15 +42,19 @@ def figures(runs_root, out, reference_dir, params_path) -> None:
               help="The figures directory (default reports/<profile>/figures).")
 @click.option("--out", type=click.Path(path_type=Path), default=None, help="Output directory (default reports/<profile>).")
 @click.option("--reference", "reference_dir", type=click.Path(path_type=Path), default=REFERENCE_DIR, show_default=True)
+@click.option("--partial", is_flag=True,
+              help="A partial set of runs (a subset of the profile's configurations, e.g. the paper "
+                   "profile's part this machine ran): what did not run is marked, not an error.")
 @params_option()
 @user_errors
-def report(runs_root, figures_dir, out, reference_dir, params_path) -> None:
+def report(runs_root, figures_dir, out, reference_dir, partial, params_path) -> None:
     """Write the report (report.md, report.html), metrics.json and provenance.json."""
     params = load_params(params_path)
     out = out or Path("reports") / lookup(params, "profile")
     from .report import make_report
 
-    result = make_report(runs_root, figures_dir or out / "figures", out, params, params_path, reference_dir)
+    result = make_report(runs_root, figures_dir or out / "figures", out, params, params_path, reference_dir,
+                         partial=partial)
     for claim in result["claims"]:
         click.echo(f"{claim.verdict.upper():8s} {claim.key}: {claim.summary}")
     click.echo(f"{out}: report.md, report.html, metrics.json ({len(result['metrics'])} metrics), provenance.json")

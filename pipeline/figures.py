@@ -149,6 +149,8 @@ def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], fr
                     ax.plot(paper.training_samples_evaluated, paper.lower_bound_per_datapoint,
                             SPLIT_STYLES[split], color=colour, lw=0.8, alpha=0.45,
                             label=f"paper: {legend_label(algorithm, split)}")
+            if panel.empty:  # a partial set of runs (README, "The paper's budget"): said, not drawn
+                ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="0.4")
             means = pd.concat(means)
             # the lower edge ignores the first evaluations (far below the printed range early on)
             late = means[means.samples_seen >= means.samples_seen.max() / 10]["mean"].to_numpy(dtype=float)
@@ -204,6 +206,10 @@ def figure_3(marginal_likelihoods: pd.DataFrame, reference: Reference, ntrains: 
                 paper = paper[paper.training_samples_evaluated_millions <= span * 1.05]
                 ax.plot(paper.training_samples_evaluated_millions, paper.marginal_loglik, SPLIT_STYLES[split],
                         color=colour, lw=0.8, alpha=0.45, label=f"paper: {legend_label(algorithm, split)}")
+        missing = [ALGORITHM_LABELS[a] for a in ("aevb", "wake_sleep", "mcem") if a not in set(panel.algorithm)]
+        if missing:  # a partial set of runs: say which algorithms did not run
+            ax.text(0.98, 0.02, "not run: " + ", ".join(missing), transform=ax.transAxes, ha="right", va="bottom",
+                    fontsize=8, color="0.4")
         ax.set_xlim(0, span * 1.05)
         ax.set_ylim(*_widened(tuple(printed["ylim"]), pd.concat(means)["mean"].to_numpy(dtype=float)))
         ax.set_title(f"MNIST, $N_{{train}} = {ntrain:,}$")
@@ -338,22 +344,36 @@ def load_final_model(run_dir: Path):
     return model_from_checkpoint(config, load_checkpoint(final_checkpoint(run_dir))).double()
 
 
-def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path = REFERENCE_DIR) -> dict:
+def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path = REFERENCE_DIR,
+                 partial: bool = False) -> dict:
     """Draw Figures 2-5 into ``out`` (PNG and SVG) and index them in ``figures.json``.
 
     Every input is read first, and the figures are drawn into a staging folder and published
     together once all are drawn (:func:`pipeline.files.staged_folder`, figures.json last): a run
-    that fails midway (a missing Figure 4 run, say) leaves the previous figures as they were."""
+    that fails midway (a missing Figure 4 run, say) leaves the previous figures as they were.
+
+    ``partial`` (a partial set of runs, README "The paper's budget"): a figure whose runs are all
+    missing is not drawn (``figures.json`` lists it under ``not_drawn`` with the reason), a panel
+    without runs says "not run"; unfinished runs are left out (:mod:`pipeline.run_results`)."""
     start = time.perf_counter()
     experiments = lookup(params, "experiments")
     fig4 = experiments["fig4"]
     reference = Reference.load(reference_dir)
-    curves = load_curves(runs_root, "fig2")
-    ml = load_marginal_likelihoods(runs_root, "fig3")
-    manifold_models = {dataset: load_final_model(find_run(runs_root, "fig2", dataset, fig4[dataset]["nz"]))
-                       for dataset in ("frey_face", "mnist")}
+    curves = load_curves(runs_root, "fig2", missing_ok=partial)
+    ml = load_marginal_likelihoods(runs_root, "fig3", missing_ok=partial)
+    not_drawn = {}
+
+    def final_model(dataset: str, nz: int):
+        try:
+            return load_final_model(find_run(runs_root, "fig2", dataset, nz))
+        except MissingRunError:
+            if not partial:
+                raise
+            return None
+
+    manifold_models = {dataset: final_model(dataset, fig4[dataset]["nz"]) for dataset in ("frey_face", "mnist")}
     cells = {dataset: int(fig4[dataset]["manifold_cells"]) for dataset in manifold_models}
-    sample_models = {nz: load_final_model(find_run(runs_root, "fig2", "mnist", nz)) for nz in fig4["samples_nz"]}
+    sample_models = {nz: final_model("mnist", nz) for nz in fig4["samples_nz"]}
     drawings = {
         "fig2": lambda: figure_2(curves, reference, experiments["fig2"]["mnist"]["nz"],
                                  experiments["fig2"]["frey_face"]["nz"]),
@@ -361,10 +381,21 @@ def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path =
         "fig4": lambda: figure_4(manifold_models, cells),
         "fig5": lambda: figure_5(sample_models, int(fig4["samples_per_side"]), int(fig4["seed"])),
     }
+    if partial:
+        reasons = {"fig2": "no Figure 2 run finished" if curves.empty else None,
+                   "fig3": "no Figure 3 marginal likelihoods" if ml.empty else None,
+                   "fig4": "a manifold run (AEVB, Nz = 2) did not run"
+                   if any(m is None for m in manifold_models.values()) else None,
+                   "fig5": "a sample run (AEVB, Nz = " + ", ".join(str(n) for n, m in sample_models.items() if m is None)
+                           + ") did not run" if any(m is None for m in sample_models.values()) else None}
+        not_drawn = {name: reason for name, reason in reasons.items() if reason}
+        drawings = {name: draw for name, draw in drawings.items() if name not in not_drawn}
     with staged_folder(out, last=FIGURES_INDEX) as staging:
         files = {name: save_figure(draw(), staging, name) for name, draw in drawings.items()}
         index = {"figures": {name: [p.name for p in paths] for name, paths in files.items()},
                  "band_captions": FIGURE_BAND_CAPTIONS,  # quoted by the report under each figure
                  "wall_seconds": round(time.perf_counter() - start, 1)}
+        if partial:
+            index["not_drawn"] = not_drawn
         write_json(staging / FIGURES_INDEX, index)
     return index

@@ -25,8 +25,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from .binarization_study import binarization_table, closer_setting, study_summary
 from .claims import (NOT_ON_AXES, Claim, attach_paper_verdicts, claim_agreement, evaluate_claims,
                      evaluate_paper_claims, final_values, verdict_counts)
+from .configurations import claims_not_run, configuration_status, expected_configurations, status_table
 from .seed_statistics import LEVEL, summarize
 from .files import staged_folder, write_atomically, write_json
 from .metrics import build_metrics
@@ -114,7 +116,8 @@ def fig2_table(curves: pd.DataFrame, reference: Reference) -> pd.DataFrame:
 
 def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.DataFrame:
     """Final marginal likelihoods per Figure 3 configuration: Appendix D (mean ± s.e. over seeds,
-    the estimator's error included), the cross-checks (the first seed's), the paper."""
+    the estimator's error included), the cross-checks (the first seed's; importance sampling with
+    its mean effective sample size), the paper."""
     ml = marginal_likelihoods
     if "seed" not in ml:
         ml = ml.assign(seed=0)
@@ -129,6 +132,10 @@ def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.D
             for estimator, label in (("importance_sampling", "IS"), ("grid", "grid")):
                 rows_ = group[(group.split == split) & (group.estimator == estimator)]
                 row[f"{split} {label}"] = float(rows_.value.mean()) if len(rows_) else None
+                if estimator == "importance_sampling":  # its mean effective sample size, of K
+                    row[f"{split} IS ESS"] = float(rows_.diagnostic_value.mean()) if len(rows_) else None
+            if row[f"{split} IS"] is not None and row[f"{split} grid"] is not None:
+                row[f"{split} IS - grid"] = row[f"{split} IS"] - row[f"{split} grid"]
         value = reference.fig3_at(int(ntrain), algorithm, "test", samples)
         row["paper test @ same samples"] = value if value is not None else "off-axis"
         row["paper test, right edge"] = reference.right_edge_test("fig3", f"ntrain{int(ntrain)}", algorithm)
@@ -196,9 +203,37 @@ def opening_lines(claims: list[Claim]) -> list[Block]:
     return [Block("p", summary), Block("list", items)]
 
 
+def binarization_blocks(table: pd.DataFrame, verdicts: pd.DataFrame) -> list[Block]:
+    """The binarization study's section (docs/protocol.md, section 8; pipeline.binarization_study)."""
+    if table.empty:
+        return [Block("h2", "Binarization study: which MNIST targets reproduce Figure 2"),
+                Block("p", "Not run: no MNIST AEVB runs of either setting.")]
+    shown = table.rename(columns={"final_test_bound": "final test bound", "paper_test_at_same_samples":
+                                  "paper test @ same samples", "mean_abs_gap": "mean |gap| to paper",
+                                  "max_abs_gap": "max |gap|", "mean_signed_gap": "mean gap (ours - paper)",
+                                  "points": "points compared", "from_samples": "from samples",
+                                  "to_samples": "to samples"})
+    return [
+        Block("h2", "Binarization study: which MNIST targets reproduce Figure 2"),
+        Block("p", "MNIST AEVB at Figure 2's latent sizes with the grey levels as Bernoulli targets (`none`, "
+                   "Figure 2's own runs) and with a fresh Bernoulli draw of every minibatch (`dynamic`, stages "
+                   "`fig2_binarization`, first seed), each test curve (mean over seeds) set against the paper's "
+                   "AEVB test curve at the same number of training samples, over the points where the paper's axes "
+                   "show it (log-x interpolation, never extrapolated). A dynamically binarized model is evaluated on "
+                   "one fixed binarization of the test subset: its bound is of binary images. docs/protocol.md, "
+                   "section 8; README, \"Fidelity\"."),
+        Block("p", study_summary(table, verdicts)),
+        Block("table", shown),
+        *([Block("table", verdicts)] if not verdicts.empty else []),
+    ]
+
+
 def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods, finals, reference: Reference,
-                 provenance: dict, figure_files: dict[str, list[str]], band_captions: dict[str, str] | None = None
-                 ) -> list[Block]:
+                 provenance: dict, figure_files: dict[str, list[str]], band_captions: dict[str, str] | None = None,
+                 binarization: list[Block] | None = None, configurations: pd.DataFrame | None = None,
+                 not_drawn: dict[str, str] | None = None) -> list[Block]:
+    """The report's blocks. ``configurations`` (a partial set of runs): the status of every
+    configuration of the profile, shown after the claims; ``not_drawn``: figures left out, why."""
     git = provenance["git"]
     band_captions = band_captions or {}
     blocks = [
@@ -218,6 +253,13 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
                    f"to the paper's own curves read at this run's evaluation points: at a reduced budget, the "
                    f"agreement of the two columns, not our raw verdict, is the reproduction result."),
         Block("table", claims_table(claims)),
+        *([Block("h2", "Configurations: what ran"),
+           Block("p", f"A partial set of runs: {int((configurations.status != 'not run').sum())} of "
+                      f"{len(configurations)} configurations of the `{profile}` profile ran to the end of their "
+                      f"budget (for Figure 3, with Appendix D at their checkpoints). Every other configuration is "
+                      f"\"not run\": nothing is extrapolated, and a claim comparing a configuration that did not "
+                      f"run is not judged."),
+           Block("table", status_table(configurations))] if configurations is not None else []),
         Block("h2", "Seeds"),
         Block("p", "The seeds of each configuration (params.yaml `profiles.<profile>.seeds`): the configurations "
                    "that decide a claim's close margins get several, the others keep the first to fit the "
@@ -229,6 +271,9 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
     for name, caption in FIGURES.items():
         if name in figure_files:
             blocks.append(Block("figure", figure_files[name], f"{caption} {band_captions.get(name, '')}".strip()))
+    if not_drawn:
+        blocks.append(Block("list", [f"{FIGURES[name].split(':')[0]}: not drawn ({reason})"
+                                     for name, reason in not_drawn.items()]))
     blocks += [
         Block("h2", "Figure 2: final lower bounds"),
         Block("p", "Average lower bound per datapoint (estimator B, L = 1) on the evaluation subsets at the end of "
@@ -240,9 +285,11 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
         Block("p", "log p(x) per datapoint at the last checkpoint: the Appendix D estimator, mean ± standard error "
                    "over seeds (seed spread and the estimator's own error in quadrature; with one seed, the "
                    "estimator's error), and, on the first seed, importance sampling (K samples, a stochastic lower "
-                   "bound) and the grid (exact up to its error bound) as cross-checks; the paper's test value at "
-                   "the same samples."),
+                   "bound; its proposal a defensive mixture fitted to Appendix D's HMC samples, docs/protocol.md "
+                   "section 5; ESS: its mean effective sample size) and the grid (exact up to its error bound) as "
+                   "cross-checks, with their difference; the paper's test value at the same samples."),
         Block("table", fig3_table(marginal_likelihoods, reference)),
+        *(binarization or []),
         Block("h2", "Evidence behind each claim"),
     ]
     for claim in claims:
@@ -350,26 +397,52 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
     return write_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.6g"))
 
 
+def binarization_metrics(table: pd.DataFrame) -> dict[str, float]:
+    """metrics.json entries of the binarization study: per setting and Nz, the final test bound and
+    the mean absolute gap to the paper's test curve (``vaebench compare`` tracks them)."""
+    metrics = {}
+    for row in table[table.status == "ran"].itertuples() if "status" in table else []:
+        key = f"binarization/{row.binarize}/mnist/nz{row.Nz}"
+        metrics[f"{key}/final_test_bound"] = float(row.final_test_bound)
+        if not math.isnan(row.mean_abs_gap):
+            metrics[f"{key}/mean_abs_gap_to_paper"] = float(row.mean_abs_gap)
+    return metrics
+
+
 def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, params_path: Path,
-                reference_dir: Path = REFERENCE_DIR) -> dict:
+                reference_dir: Path = REFERENCE_DIR, partial: bool = False) -> dict:
     """Write report.md, report.html, metrics.json, provenance.json and the plot tables into ``out``.
 
     They are written into a staging folder and published together once all are written
     (:func:`pipeline.files.staged_folder`), entry by entry beside the figures already in ``out``,
     metrics.json last (``vaebench compare`` reads it): a report that fails midway leaves the
-    previous one whole."""
+    previous one whole.
+
+    ``partial``: a partial set of runs (README, "The paper's budget"): missing and unfinished runs
+    are left out, listed as "not run" in a table of the profile's configurations, and the claims
+    that compare them are not judged (pipeline.configurations, pipeline.claims.mark_not_run)."""
     start = time.perf_counter()
     out = Path(out)
     reference = Reference.load(reference_dir)
-    curves = pd.concat([load_curves(runs_root, "fig2"), load_curves(runs_root, "fig3")], ignore_index=True)
-    finals = pd.concat([load_finals(runs_root, "fig2"), load_finals(runs_root, "fig3")], ignore_index=True)
-    ml = load_marginal_likelihoods(runs_root, "fig3")
+    frames = [(load_curves(runs_root, e, missing_ok=partial), load_finals(runs_root, e, missing_ok=partial))
+              for e in ("fig2", "fig3")]
+    curves = pd.concat([c for c, _ in frames if not c.empty] or [frames[0][0]], ignore_index=True)
+    finals = pd.concat([f for _, f in frames if not f.empty] or [frames[0][1]], ignore_index=True)
+    ml = load_marginal_likelihoods(runs_root, "fig3", missing_ok=partial)
     variance_path = Path(runs_root) / "estimator_variance.csv"
     variance = pd.read_csv(variance_path) if variance_path.is_file() else None
     settings = lookup(params, "report")
-    claims = attach_paper_verdicts(evaluate_claims(curves, ml, finals, variance, settings),
+    status = configuration_status(runs_root, expected_configurations(params))
+    not_run = claims_not_run(status, variance is not None) if partial else None
+    claims = attach_paper_verdicts(evaluate_claims(curves, ml, finals, variance, settings, not_run),
                                    evaluate_paper_claims(curves, ml, reference, settings))
+    study = load_curves(runs_root, "binarization", missing_ok=True)
+    study_nz = lookup(params, "experiments.fig2.binarization_study.nz") if lookup(
+        params, "experiments.fig2").get("binarization_study") else []
+    binarization = binarization_table(curves[curves.experiment == "fig2"], study, reference, study_nz)
+    binarization_verdicts = closer_setting(binarization)
     metrics = build_metrics(curves, ml, finals, variance, claims)
+    metrics.update(binarization_metrics(binarization))
     index_path = Path(figures_dir) / FIGURES_INDEX
     if not index_path.is_file():
         raise MissingRunError(f"{index_path} not found: run `vaebench figures` first")
@@ -381,7 +454,8 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     provenance = build_provenance(Path(params_path).resolve().parent, params,
                                   Path(lookup(params, "data.raw_dir")), finals, ml, variance, times)
     blocks = build_blocks(params["profile"], claims, curves, ml, finals, reference, provenance, figure_files,
-                          index.get("band_captions"))
+                          index.get("band_captions"), binarization_blocks(binarization, binarization_verdicts),
+                          status if partial else None, index.get("not_drawn"))
     with staged_folder(out, last=METRICS_FILE) as staging:
         write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
         # the figures are read where they already are: under out (or figures_dir), not staged
