@@ -8,11 +8,14 @@ The model, as assumptions a reader can check (every number it reads is named wit
 
 1. **Stage graph** (dvc.yaml): download -> prepare -> every training stage (one per
    configuration: ``experiments.fig2`` datasets x Nz x algorithms, ``experiments.fig4.mnist``,
-   ``experiments.fig3`` Ntrain x algorithms in params.yaml) -> each Figure 3 training stage's
-   marginal-likelihood stage; all Figure 2 training -> estimator_variance; everything -> figures
-   -> report. Training and marginal-likelihood stages are fanned out to workers, one task each,
-   and each task pays ``task_overhead_seconds`` (clone + dvc pull + push); download, prepare,
-   estimator_variance, figures and report run on the coordinator, one at a time.
+   ``experiments.fig2.binarization_study`` Nz (fig2_binarization: MNIST AEVB with Figure 2's
+   budgets and seed patterns, its folder runs/binarization), ``experiments.fig3`` Ntrain x
+   algorithms in params.yaml) -> each Figure 3 training stage's marginal-likelihood stage; all
+   runs/fig2 training -> estimator_variance; everything but the binarization study -> figures ->
+   report; the binarization study -> report (figures does not read runs/binarization). Training
+   and marginal-likelihood stages are fanned out to workers, one task each, and each task pays
+   ``task_overhead_seconds`` (clone + dvc pull + push); download, prepare, estimator_variance,
+   figures and report run on the coordinator, one at a time.
 2. **Measured costs are per stage, all seeds of a configuration** (pipeline/provenance.py
    ``stage_wall_times``): a training stage's wall time on the measuring machine
    (``machine.cpu_count`` cores), a marginal-likelihood stage's estimator seconds summed over its
@@ -33,6 +36,10 @@ The model, as assumptions a reader can check (every number it reads is named wit
    three rates are measured (train_seconds / samples_seen, trial_seconds, eval_seconds: per seed,
    averaged); otherwise the measured stage cost is split by :data:`EVALUATION_SHARE` (README,
    "Speed": the evaluation passes take 9-10% (MNIST) and 10-13% (Figure 3) of a default run).
+   A binarization-study stage neither measured nor in runs/ takes the rates of its Figure 2 twin
+   (the MNIST AEVB run at the same Nz: same model, budgets and evaluations; only the targets
+   differ, a Bernoulli draw per minibatch, taken as negligible), stated in the plan's notes; this
+   lets costs measured before the study existed still plan it.
 5. **A marginal-likelihood seed** (pipeline/evaluate.py) costs, over its checkpoints
    (pipeline/train.py ``checkpoint_schedule``) and its splits' points, Appendix D on every
    checkpoint, and on the cross-checked checkpoints (``cross_checks``: final, all, none)
@@ -451,36 +458,67 @@ def resolve_costs_params(measured: MeasuredCosts, params: dict[str, Any], params
 
 @dataclass(frozen=True)
 class Configuration:
-    """One training stage's configuration (dvc.yaml's fig2_mnist, fig2_frey_face, fig4_mnist, fig3)."""
+    """One training stage's configuration (dvc.yaml's fig2_mnist, fig2_binarization, fig2_frey_face,
+    fig4_mnist, fig3). ``experiment`` is the experiment whose budgets and seed patterns it uses;
+    ``binarize`` is set for the binarization study (``--binarize``, overriding training.binarize),
+    whose runs use Figure 2's budgets but live in their own folder (:attr:`folder`)."""
 
     experiment: str
     dataset: str
     algorithm: str
     nz: int
     ntrain: int | None = None
+    binarize: str | None = None
+
+    @property
+    def folder(self) -> str:
+        """The folder under runs/ (and the stage-name prefix in provenance.json): ``binarization``
+        for the binarization study, else the experiment."""
+        return "binarization" if self.binarize is not None else self.experiment
 
     @property
     def run_name(self) -> str:
-        """``runs/<experiment>/<run_name>``, as dvc.yaml names the stage's output."""
+        """``runs/<folder>/<run_name>``, as dvc.yaml names the stage's output."""
         if self.ntrain is not None:
             return f"{self.dataset}_ntrain{self.ntrain}_{self.algorithm}"
+        if self.binarize is not None:
+            return f"{self.dataset}_nz{self.nz}_{self.algorithm}_{self.binarize}"
         return f"{self.dataset}_nz{self.nz}_{self.algorithm}"
 
     @property
     def train_stage(self) -> str:
-        return f"train {self.experiment}/{self.run_name}"
+        return f"train {self.folder}/{self.run_name}"
 
     @property
     def marginal_likelihood_stage(self) -> str:
-        return f"marginal_likelihood {self.experiment}/{self.run_name}"
+        return f"marginal_likelihood {self.folder}/{self.run_name}"
+
+    def seeds(self, params: dict[str, Any]) -> list[int]:
+        """The seeds the stage trains: ``seeds.several`` is matched against the budget experiment's
+        ``<experiment>/<run_name>`` (``fig2/mnist_nz20_aevb_dynamic`` for the binarization study),
+        as ``vaebench train --experiment fig2`` does."""
+        return configuration_seeds(params, self.experiment, self.run_name)
 
     def run_config(self, params: dict[str, Any]) -> RunConfig:
+        """The run as ``vaebench train`` resolves it; ``--binarize`` overrides training.binarize in
+        a copy of ``params`` (the caller's are left alone)."""
+        if self.binarize is not None:
+            params = {**params, "training": {**lookup(params, "training"), "binarize": self.binarize}}
         return build_run_config(params, self.experiment, self.dataset, self.algorithm, self.nz, self.ntrain)
+
+    def twin(self) -> Configuration | None:
+        """A binarization-study configuration's Figure 2 run with training.binarize (same model and
+        budgets): its measured cost stands in where the study's own is missing. None otherwise."""
+        if self.binarize is None:
+            return None
+        return Configuration(self.experiment, self.dataset, self.algorithm, self.nz, self.ntrain)
 
 
 def configurations(params: dict[str, Any]) -> list[Configuration]:
     """The training stages of dvc.yaml, from params.yaml's ``experiments`` (fig4's MNIST model is a
-    Figure 2 configuration; it is listed once if the Figure 2 grid already has it)."""
+    Figure 2 configuration; it is listed once if the Figure 2 grid already has it). The binarization
+    study (``experiments.fig2.binarization_study``: MNIST AEVB at its Nz with its ``binarize``) is
+    listed where params.yaml has it; older params files have none."""
     found: list[Configuration] = []
     fig2 = lookup(params, "experiments.fig2")
     for dataset in ("mnist", "frey_face"):
@@ -488,6 +526,11 @@ def configurations(params: dict[str, Any]) -> list[Configuration]:
             for algorithm in fig2["algorithms"]:
                 found.append(Configuration("fig2", dataset, algorithm, nz))
     found.append(Configuration("fig2", "mnist", "aevb", lookup(params, "experiments.fig4.mnist.nz")))
+    study = fig2.get("binarization_study")
+    if study:
+        binarize = lookup(params, "experiments.fig2.binarization_study.binarize")
+        for nz in lookup(params, "experiments.fig2.binarization_study.nz"):
+            found.append(Configuration("fig2", "mnist", "aevb", nz, binarize=binarize))
     fig3_nz = lookup(params, "experiments.fig3.mnist.nz")
     for ntrain in lookup(params, "experiments.fig3.ntrain"):
         for algorithm in lookup(params, "experiments.fig3.algorithms"):
@@ -550,7 +593,7 @@ def seeds_wall_factor(seeds: int, stacked: bool, side_by_side: bool, cores: int)
 
 def stage_shape(params: dict[str, Any], configuration: Configuration) -> tuple[int, bool, bool]:
     """(seeds, stacked, side by side) of a configuration's training stage on ``params``' profile."""
-    seeds = len(configuration_seeds(params, configuration.experiment, configuration.run_name))
+    seeds = len(configuration.seeds(params))
     return seeds, stackable(configuration.run_config(params)), seeds_side_by_side(params)
 
 
@@ -568,9 +611,9 @@ def rates_from_stage(measured_seconds: float, params: dict[str, Any], configurat
 
 
 def rates_from_runs(runs_root: Path, configuration: Configuration) -> TrainingRates | None:
-    """One seed's rates from ``runs/<experiment>/<run>/seed<N>/final.json`` and config.json (the
+    """One seed's rates from ``runs/<folder>/<run>/seed<N>/final.json`` and config.json (the
     mean over seeds), or None where the configuration has no finished run there."""
-    folder = Path(runs_root) / configuration.experiment / configuration.run_name
+    folder = Path(runs_root) / configuration.folder / configuration.run_name
     samples, trials, points = [], [], []
     for seed_dir in sorted(folder.glob("seed*")):
         final_path, config_path = seed_dir / "final.json", seed_dir / "config.json"
@@ -640,7 +683,7 @@ def marginal_likelihood_seeds_work(params: dict[str, Any], configuration: Config
     """Every seed's work: the first with the profile's settings, the others with ``other_seeds``."""
     first = settings_from_params(params, configuration.experiment)
     others = other_seed_settings(params, first, configuration.experiment)
-    seeds = configuration_seeds(params, configuration.experiment, configuration.run_name)
+    seeds = configuration.seeds(params)
     return [marginal_likelihood_seed_work(params, configuration, first if i == 0 else others)
             for i in range(len(seeds))]
 
@@ -658,9 +701,9 @@ def relative_estimator_rates(params: dict[str, Any]) -> dict[str, float]:
 def estimator_rates_from_runs(runs_root: Path, configuration: Configuration,
                               costs_params: dict[str, Any]) -> dict[str, float] | None:
     """Seconds per unit of :class:`EstimatorWork` measured in
-    ``runs/marginal_likelihood/<experiment>/<run>/seed<N>.csv`` (rows: estimator, points,
+    ``runs/marginal_likelihood/<folder>/<run>/seed<N>.csv`` (rows: estimator, points,
     wall_seconds), or None where there are none or an estimator the plan needs is missing."""
-    folder = Path(runs_root) / "marginal_likelihood" / configuration.experiment / configuration.run_name
+    folder = Path(runs_root) / "marginal_likelihood" / configuration.folder / configuration.run_name
     files = sorted(folder.glob("seed*.csv"))
     if not files:
         return None
@@ -672,7 +715,7 @@ def estimator_rates_from_runs(runs_root: Path, configuration: Configuration,
     totals = rows.groupby("estimator")[["points", "wall_seconds"]].sum()
     if not {"appendix_d", "importance_sampling", "grid"} <= set(totals.index):
         return None
-    profile = profile_of_runs(costs_params, Path(runs_root) / configuration.experiment / configuration.run_name,
+    profile = profile_of_runs(costs_params, Path(runs_root) / configuration.folder / configuration.run_name,
                               configuration)
     settings = settings_from_params(with_profile(costs_params, profile), configuration.experiment)
     per_point = totals.wall_seconds / totals.points
@@ -707,11 +750,12 @@ def marginal_likelihood_stage_seconds(seed_seconds: list[float], cores: int) -> 
 def estimator_variance_work(params: dict[str, Any]) -> float:
     """Point evaluations of the estimator_variance stage: for the first seed of every Figure 2 AEVB
     configuration, value_points x value_repeats + gradient_points x gradient_repeats (a gradient
-    point counted as one value point), points capped at its training set, both estimators."""
+    point counted as one value point), points capped at its training set, both estimators. Only
+    runs/fig2 counts (pipeline/estimator_variance.py), not the binarization study's runs."""
     settings = estimator_variance_settings(params)
     work = 0.0
     for configuration in configurations(params):
-        if configuration.experiment != "fig2" or configuration.algorithm != "aevb":
+        if configuration.folder != "fig2" or configuration.algorithm != "aevb":
             continue
         n_train, _ = dataset_sizes(params, configuration.run_config(params))
         work += 2 * (min(settings["value_points"], n_train) * settings["value_repeats"]
@@ -721,6 +765,27 @@ def estimator_variance_work(params: dict[str, Any]) -> float:
 
 # ---------------------------------------------------------------------------------------------
 # The scaled stage graph
+
+
+def configuration_rates(configuration: Configuration, costs_params: dict[str, Any], measured: MeasuredCosts,
+                        profile: str, runs_root: Path | None) -> tuple[TrainingRates, str]:
+    """One seed's training rates and where they came from (``runs``, ``stage``, ``twin``): the
+    configuration's run directories, else its measured stage, else, for a binarization-study
+    configuration, its Figure 2 twin's (:meth:`Configuration.twin`; its runs, else its stage).
+    Where none has them, the error names the configuration's own stage and the fix."""
+    rates = rates_from_runs(runs_root, configuration) if runs_root is not None else None
+    if rates is not None:
+        return rates, "runs"
+    twin = configuration.twin()
+    if configuration.train_stage in measured.stage_seconds or twin is None:
+        return rates_from_stage(measured.seconds(configuration.train_stage, profile), costs_params,
+                                configuration, measured.cores), "stage"
+    rates = rates_from_runs(runs_root, twin) if runs_root is not None else None
+    if rates is None and twin.train_stage in measured.stage_seconds:
+        rates = rates_from_stage(measured.stage_seconds[twin.train_stage], costs_params, twin, measured.cores)
+    if rates is None:
+        measured.seconds(configuration.train_stage, profile)  # raises, naming the study's own stage
+    return rates, "twin"
 
 
 @dataclass
@@ -745,20 +810,21 @@ def scaled_stages(target: dict[str, Any], costs_params: dict[str, Any], measured
     stages.append(Stage("download", coordinator_seconds["download"], (), on_worker=False))
     stages.append(Stage("prepare", coordinator_seconds["prepare"], ("download",), on_worker=False))
     from_runs = marginal_likelihoods_from_runs = 0
-    trains, fig2_trains, marginal_likelihoods = [], [], []
+    trains, fig2_trains, marginal_likelihoods, study_trains, from_twins = [], [], [], [], []
     for configuration in configurations(target):
-        rates = rates_from_runs(runs_root, configuration) if runs_root is not None else None
-        if rates is None:
-            rates = rates_from_stage(measured.seconds(configuration.train_stage, profile), costs_params,
-                                     configuration, measured.cores)
-        else:
-            from_runs += 1
+        rates, origin = configuration_rates(configuration, costs_params, measured, profile, runs_root)
+        from_runs += origin == "runs"
+        if origin == "twin":
+            from_twins.append(configuration)
         seeds, stacked, side_by_side = stage_shape(target, configuration)
         seconds = rates.seed_seconds(training_work(target, configuration)) * seeds_wall_factor(
             seeds, stacked, side_by_side, cores_per_worker)
         stages.append(Stage(configuration.train_stage, seconds, ("prepare",), seeds=seeds))
-        trains.append(configuration.train_stage)
-        if configuration.experiment == "fig2":
+        if configuration.folder == "binarization":  # read by the report only, not by figures
+            study_trains.append(configuration.train_stage)
+        else:
+            trains.append(configuration.train_stage)
+        if configuration.folder == "fig2":
             fig2_trains.append(configuration.train_stage)
         if configuration.experiment == "fig3":
             estimator_rates = (estimator_rates_from_runs(runs_root, configuration, costs_params)
@@ -776,8 +842,14 @@ def scaled_stages(target: dict[str, Any], costs_params: dict[str, Any], measured
                                 marginal_likelihood_stage_seconds(seed_seconds, cores_per_worker),
                                 (configuration.train_stage,), seeds=len(seed_seconds)))
             marginal_likelihoods.append(configuration.marginal_likelihood_stage)
+    if from_twins:
+        notes.append(f"{', '.join(c.train_stage for c in from_twins)}: not in {measured.source}"
+                     f"{f' nor {runs_root}' if runs_root is not None else ''}; costed as the Figure 2 run with "
+                     f"the same model and budgets ({', '.join(c.twin().train_stage for c in from_twins)}), only "
+                     f"the targets' binarization differing")
     if runs_root is not None:
-        notes.append(f"rates from {runs_root}: training (seed*/final.json) for {from_runs} of {len(trains)} "
+        notes.append(f"rates from {runs_root}: training (seed*/final.json) for {from_runs} of "
+                     f"{len(trains) + len(study_trains)} "
                      f"configurations, marginal likelihood (marginal_likelihood/*/*/seed*.csv) for "
                      f"{marginal_likelihoods_from_runs} of {len(marginal_likelihoods)}; the rest from {measured.source}")
     variance = measured.seconds("estimator_variance", profile) * (
@@ -785,6 +857,6 @@ def scaled_stages(target: dict[str, Any], costs_params: dict[str, Any], measured
     stages.append(Stage("estimator_variance", variance, tuple(fig2_trains), on_worker=False))
     stages.append(Stage("figures", measured.seconds("figures", profile), tuple(trains + marginal_likelihoods),
                         on_worker=False))
-    stages.append(Stage("report", measured.seconds("report", profile), ("figures", "estimator_variance"),
-                        on_worker=False))
+    stages.append(Stage("report", measured.seconds("report", profile),
+                        ("figures", "estimator_variance", *study_trains), on_worker=False))
     return ScaledStages(stages, notes)

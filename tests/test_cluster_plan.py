@@ -13,6 +13,7 @@ from pipeline.cluster_plan import (
     CostsError,
     MeasuredCosts,
     Stage,
+    configuration_rates,
     configurations,
     critical_path,
     list_schedule,
@@ -22,11 +23,13 @@ from pipeline.cluster_plan import (
     resolve_costs_params,
     scaled_stages,
     seeds_wall_factor,
+    training_work,
     with_profile,
 )
 from pipeline.cluster_plan_commands import cluster_plan
 from pipeline.evaluate import settings_from_params
 from pipeline.params import load_params
+from pipeline.run_config import configuration_seeds
 
 from .conftest import REPO
 
@@ -278,6 +281,59 @@ def test_a_stage_missing_from_the_costs_is_named_with_the_fix(params):
     del measured.stage_seconds["train fig2/mnist_nz200_wake_sleep"]
     with pytest.raises(CostsError, match=r"train fig2/mnist_nz200_wake_sleep.*Fix: run the default profile"):
         scaled_stages(with_profile(params, "paper"), with_profile(params, "default"), measured)
+
+
+STUDY_STAGES = [f"train binarization/mnist_nz{nz}_aevb_dynamic" for nz in (3, 5, 10, 20, 200)]
+
+
+def test_binarization_study_stages_use_figure_2_mnist_budgets_and_seeds(params):
+    default, paper = with_profile(params, "default"), with_profile(params, "paper")
+    study = [c for c in configurations(default) if c.binarize is not None]
+    assert [c.train_stage for c in study] == STUDY_STAGES
+    nz3 = study[0]
+    assert nz3.run_config(default).binarize == "dynamic" and params["training"]["binarize"] == "none"
+    # Figure 2's MNIST samples (rounded up to minibatches), per profile
+    assert training_work(default, nz3).samples == 1_000_000
+    assert training_work(paper, nz3).samples == 100_000_000
+    scaled = scaled_stages(paper, default, _measured(params), cores_per_worker=2)
+    for name, configuration in zip(STUDY_STAGES, study):
+        # seeds: fig2/<run name> against seeds.several ("*" on the paper profile: all three)
+        assert _stage(scaled, name).seeds == len(configuration_seeds(paper, "fig2", configuration.run_name)) == 3
+        assert _stage(scaled, name).after == ("prepare",)
+    # default: one seed of 100 s measured, as Figure 2's MNIST Nz = 3 wake-sleep by hand above; the
+    # paper's three stacked AEVB seeds take three paper seeds
+    seconds_per_sample = 90.0 / (1_000_000 + 3 * 50_000)
+    seconds_per_point = 10.0 / (11 * 20_000)
+    one_seed = seconds_per_sample * (100_000_000 + 300_000) + seconds_per_point * 21 * 60_000
+    assert _stage(scaled, STUDY_STAGES[0]).seconds == pytest.approx(3 * one_seed)
+    # dvc.yaml: the report reads runs/binarization, figures and estimator_variance do not
+    assert set(STUDY_STAGES) <= set(_stage(scaled, "report").after)
+    assert not set(STUDY_STAGES) & set(_stage(scaled, "figures").after + _stage(scaled, "estimator_variance").after)
+
+
+def test_binarization_study_without_its_own_costs_takes_its_figure_2_twins(params):
+    default = with_profile(params, "default")
+    measured = _measured(params, 100.0, **{"train fig2/mnist_nz20_aevb": 300.0})  # 3 stacked seeds: 100 s each
+    for name in STUDY_STAGES:
+        del measured.stage_seconds[name]
+    scaled = scaled_stages(default, default, measured, cores_per_worker=2)
+    for name in STUDY_STAGES:
+        assert _stage(scaled, name).seconds == pytest.approx(100.0)  # one seed of its twin's
+    assert any("train fig2/mnist_nz20_aevb" in note and STUDY_STAGES[3] in note for note in scaled.notes)
+    # neither its own cost nor its twin's: the error names the study's stage
+    del measured.stage_seconds["train fig2/mnist_nz5_aevb"]
+    nz5 = next(c for c in configurations(default) if c.train_stage == STUDY_STAGES[1])
+    with pytest.raises(CostsError, match=r"train binarization/mnist_nz5_aevb_dynamic.*Fix"):
+        configuration_rates(nz5, default, measured, "default", runs_root=None)
+
+
+def test_params_without_a_binarization_study_plan_without_it(params):
+    del params["experiments"]["fig2"]["binarization_study"]
+    default = with_profile(params, "default")
+    assert all(c.binarize is None for c in configurations(default))
+    scaled = scaled_stages(with_profile(params, "paper"), default, _measured(params), cores_per_worker=2)
+    assert not any(s.name.startswith("train binarization/") for s in scaled.stages)
+    assert _stage(scaled, "report").after == ("figures", "estimator_variance")
 
 
 def test_costs_params_of_another_sha256_are_an_assumption_stated(params):

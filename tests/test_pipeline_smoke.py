@@ -29,14 +29,20 @@ def expected_configurations(params):
              for n in fig3["ntrain"] for a in fig3["algorithms"]]
     nz = params["experiments"]["fig4"]["mnist"]["nz"]  # Figures 4 and 5's extra MNIST model
     runs.append((f"fig2/mnist_nz{nz}_aevb", smoke["fig2"]["mnist"]["samples"], "aevb"))
+    study = fig2["binarization_study"]  # the binarization study: Figure 2's budgets and seed patterns
+    runs += [(f"binarization/mnist_nz{nz}_aevb_{study['binarize']}", smoke["fig2"]["mnist"]["samples"], "aevb")
+             for nz in study["nz"]]
     return runs
 
 
 def expected_runs(params):
     """(run directory, budget, algorithm, seed) of every seed of every configuration."""
+    def seeds(name):
+        folder, run = name.split("/")
+        return configuration_seeds(params, "fig2" if folder == "binarization" else folder, run)
+
     return [(f"{name}/seed{seed}", budget, algorithm, seed)
-            for name, budget, algorithm in expected_configurations(params)
-            for seed in configuration_seeds(params, *name.split("/"))]
+            for name, budget, algorithm in expected_configurations(params) for seed in seeds(name)]
 
 
 def test_smoke_pipeline_trains_every_configuration(smoke_repo):
