@@ -87,8 +87,8 @@ def closer_setting(table: pd.DataFrame) -> pd.DataFrame:
             continue
         ordered = group.sort_values("mean_abs_gap")
         rows.append({"Nz": int(nz), "closer to the paper": ordered.binarize.iloc[0],
-                     "mean |gap| (closer)": float(ordered.mean_abs_gap.iloc[0]),
-                     "mean |gap| (other)": float(ordered.mean_abs_gap.iloc[1]),
+                     "mean abs gap (closer)": float(ordered.mean_abs_gap.iloc[0]),
+                     "mean abs gap (other)": float(ordered.mean_abs_gap.iloc[1]),
                      "difference": float(ordered.mean_abs_gap.iloc[1] - ordered.mean_abs_gap.iloc[0])})
     return pd.DataFrame(rows)
 

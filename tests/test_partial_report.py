@@ -56,8 +56,8 @@ def test_the_binarization_table_names_the_setting_that_tracks_the_paper(referenc
     assert set(zip(table.binarize, table.Nz, table.status)) == {
         ("none", 5, "ran"), ("none", 20, "ran"), ("dynamic", 5, "ran"), ("dynamic", 20, "not run")}
     verdicts = closer_setting(table)
-    assert verdicts.to_dict("records") == [{"Nz": 5, "closer to the paper": "none", "mean |gap| (closer)": pytest.approx(0.5),
-                                            "mean |gap| (other)": pytest.approx(8.0), "difference": pytest.approx(7.5)}]
+    assert verdicts.to_dict("records") == [{"Nz": 5, "closer to the paper": "none", "mean abs gap (closer)": pytest.approx(0.5),
+                                            "mean abs gap (other)": pytest.approx(8.0), "difference": pytest.approx(7.5)}]
     assert study_summary(table, verdicts).startswith("`none` tracks the paper's test curves more closely on 1 of 1")
     # the other way round when dynamic is the closer one
     swapped = binarization_table(paper_shaped_curve(reference, 5, 8.0, "none"),
