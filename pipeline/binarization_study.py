@@ -58,10 +58,11 @@ def binarization_table(figure_2_curves: pd.DataFrame, study_curves: pd.DataFrame
     rows = []
     sources = [figure_2_curves[(figure_2_curves.dataset == "mnist") & (figure_2_curves.algorithm == "aevb")]
                if not figure_2_curves.empty else figure_2_curves, study_curves]
-    settings = sorted({b for frame in sources if not frame.empty for b in frame.binarize.unique()})
+    sources = [frame for frame in sources if not frame.empty and "binarize" in frame]
+    settings = sorted({b for frame in sources for b in frame.binarize.unique()})
     for setting in settings:
         for nz in nzs:
-            runs = pd.concat([f[(f.binarize == setting) & (f.nz == nz)] for f in sources if not f.empty])
+            runs = pd.concat([f[(f.binarize == setting) & (f.nz == nz)] for f in sources])
             row = {"binarize": setting, "Nz": int(nz)}
             if runs.empty:
                 rows.append({**row, "status": "not run"})

@@ -241,7 +241,7 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
         *opening_lines(claims),
         Block("p", f"Regenerated from scratch by `dvc repro` at commit `{git.get('commit') or 'unknown'}`"
                    f"{' (with uncommitted changes)' if git.get('dirty') else ''}. MNIST targets of Figures 2-5: "
-                   f"`binarize: {', '.join(sorted(set(curves.binarize))) if len(curves) else '–'}` (`none`: the grey "
+                   f"`binarize: {', '.join(sorted(set(curves.binarize))) if 'binarize' in curves and len(curves) else '–'}` (`none`: the grey "
                    f"levels as Bernoulli targets; `dynamic`: a fresh Bernoulli draw per minibatch; the binarization "
                    f"study below trains the other setting too). Paper values come from `reports/reference/` (its curves read from the PDF), "
                    f"compared at the same number of training samples evaluated."),
@@ -433,7 +433,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     variance_path = Path(runs_root) / "estimator_variance.csv"
     variance = pd.read_csv(variance_path) if variance_path.is_file() else None
     settings = lookup(params, "report")
-    status = configuration_status(runs_root, expected_configurations(params))
+    status = configuration_status(runs_root, expected_configurations(params)) if partial else None
     not_run = claims_not_run(status, variance is not None) if partial else None
     claims = attach_paper_verdicts(evaluate_claims(curves, ml, finals, variance, settings, not_run),
                                    evaluate_paper_claims(curves, ml, reference, settings))
@@ -443,8 +443,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     study_finals = load_finals(runs_root, "binarization", missing_ok=True)
     all_finals = (pd.concat([finals, study_finals.assign(experiment="binarization")], ignore_index=True)
                   if not study_finals.empty else finals)
-    study_nz = lookup(params, "experiments.fig2.binarization_study.nz") if lookup(
-        params, "experiments.fig2").get("binarization_study") else []
+    study_nz = (params.get("experiments", {}).get("fig2", {}).get("binarization_study") or {}).get("nz", [])
     binarization = binarization_table(curves[curves.experiment == "fig2"], study, reference, study_nz)
     binarization_verdicts = closer_setting(binarization)
     metrics = build_metrics(curves, ml, finals, variance, claims)
@@ -461,7 +460,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
                                   Path(lookup(params, "data.raw_dir")), all_finals, ml, variance, times)
     blocks = build_blocks(params["profile"], claims, curves, ml, all_finals, reference, provenance, figure_files,
                           index.get("band_captions"), binarization_blocks(binarization, binarization_verdicts),
-                          status if partial else None, index.get("not_drawn"))
+                          status, index.get("not_drawn"))
     with staged_folder(out, last=METRICS_FILE) as staging:
         write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
         # the figures are read where they already are: under out (or figures_dir), not staged

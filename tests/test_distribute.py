@@ -37,6 +37,7 @@ def test_the_training_and_marginal_likelihood_stages_fan_out_after_download_and_
     expected = ({f"fig2_{d}@{nz}-{a}" for d in ("mnist", "frey_face") for nz in fig2[d]["nz"] for a in fig2["algorithms"]}
                 | {f"fig3@{n}-{a}" for n in fig3["ntrain"] for a in fig3["algorithms"]}
                 | {f"fig3_marginal_likelihood@{n}-{a}" for n in fig3["ntrain"] for a in fig3["algorithms"]}
+                | {f"fig2_binarization@{nz}" for nz in fig2["binarization_study"]["nz"]}
                 | {"fig4_mnist"})
     assert fanned == expected and "fig4_mnist" in dvc_yaml
     assert ancestors(stages, sorted(fanned)) - fanned == {"download", "prepare"}

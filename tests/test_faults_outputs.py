@@ -51,11 +51,11 @@ def one_error_line(output: str) -> str:
 def report_inputs(tmp_path, monkeypatch):
     """make_report on constructed runs: (out, figures dir, params); reports/t already holds figures."""
     monkeypatch.setattr(report_module, "load_curves",
-                        lambda root, experiment: make_curves() if experiment == "fig2" else make_curves().iloc[:0])
+                        lambda root, experiment, **_: make_curves() if experiment == "fig2" else make_curves().iloc[:0])
     monkeypatch.setattr(report_module, "load_finals",
-                        lambda root, experiment: make_finals() if experiment == "fig3" else make_finals().iloc[:0])
+                        lambda root, experiment, **_: make_finals() if experiment == "fig3" else make_finals().iloc[:0])
     monkeypatch.setattr(report_module, "load_marginal_likelihoods",
-                        lambda root, experiment: make_marginal_likelihoods())
+                        lambda root, experiment, **_: make_marginal_likelihoods())
     monkeypatch.setattr(report_module, "build_provenance", lambda *args: {
         "git": {"commit": "abc"}, "binarize": ["stochastic"], "params_sha256": "0" * 64, "data_sha256": {},
         "packages": {}, "devices": ["cpu"], "machine": {}, "stage_wall_seconds": {}})
@@ -107,9 +107,9 @@ def test_1_report_failing_midway_leaves_the_previous_outputs_as_they_were(tmp_pa
 @pytest.fixture
 def figure_inputs(tmp_path, monkeypatch):
     """make_figures on constructed curves: (runs root, out, params file); no run for Figures 4-5."""
-    monkeypatch.setattr(figures_module, "load_curves", lambda root, experiment: make_curves())
+    monkeypatch.setattr(figures_module, "load_curves", lambda root, experiment, **_: make_curves())
     monkeypatch.setattr(figures_module, "load_marginal_likelihoods",
-                        lambda root, experiment: make_marginal_likelihoods())
+                        lambda root, experiment, **_: make_marginal_likelihoods())
     (tmp_path / "runs").mkdir()
     return tmp_path / "runs", tmp_path / "reports" / "t" / "figures", REPO / "params.yaml"
 
