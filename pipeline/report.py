@@ -446,7 +446,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     study_nz = (params.get("experiments", {}).get("fig2", {}).get("binarization_study") or {}).get("nz", [])
     binarization = binarization_table(curves[curves.experiment == "fig2"], study, reference, study_nz)
     binarization_verdicts = closer_setting(binarization)
-    metrics = build_metrics(curves, ml, finals, variance, claims)
+    metrics = build_metrics(curves, ml, all_finals, variance, claims)  # speeds: the study's runs too
     metrics.update(binarization_metrics(binarization))
     index_path = Path(figures_dir) / FIGURES_INDEX
     if not index_path.is_file():
