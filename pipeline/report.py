@@ -399,15 +399,11 @@ def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def binarization_metrics(table: pd.DataFrame) -> dict[str, float]:
-    """metrics.json entries of the binarization study: per setting and Nz, the final test bound and
-    the mean absolute gap to the paper's test curve (``vaebench compare`` tracks them)."""
-    metrics = {}
-    for row in table[table.status == "ran"].itertuples() if "status" in table else []:
-        key = f"binarization/{row.binarize}/mnist/nz{row.Nz}"
-        metrics[f"{key}/final_test_bound"] = float(row.final_test_bound)
-        if not math.isnan(row.mean_abs_gap):
-            metrics[f"{key}/mean_abs_gap_to_paper"] = float(row.mean_abs_gap)
-    return metrics
+    """metrics.json entries of the binarization study: per setting and Nz, the final test bound
+    (``*_lb``: ``vaebench compare`` judges it as a bound, with the bounds' tolerance; the gap to
+    the paper, derived from it and the reference, stays in the report's table)."""
+    rows = table[table.status == "ran"].itertuples() if "status" in table else []
+    return {f"binarization/{row.binarize}/mnist/nz{row.Nz}/test_lb": float(row.final_test_bound) for row in rows}
 
 
 def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, params_path: Path,

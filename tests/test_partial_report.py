@@ -128,8 +128,8 @@ def test_the_smoke_report_answers_the_binarization_question(smoke_repo):
     assert "| none |" in section and "| dynamic |" in section
     metrics = json.loads((repo / "reports" / "smoke" / "metrics.json").read_text())
     for nz in params["experiments"]["fig2"]["binarization_study"]["nz"]:
-        assert f"binarization/dynamic/mnist/nz{nz}/final_test_bound" in metrics
-        assert f"binarization/none/mnist/nz{nz}/final_test_bound" in metrics
+        assert f"binarization/dynamic/mnist/nz{nz}/test_lb" in metrics
+        assert f"binarization/none/mnist/nz{nz}/test_lb" in metrics
 
 
 @pytest.mark.integration
