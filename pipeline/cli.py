@@ -7,20 +7,20 @@ from pathlib import Path
 
 import click
 
-from .cli_options import params_option, user_errors
-from .bench_commands import bench
-from .compare_commands import compare
-from .cluster_plan_commands import cluster_plan
-from .data_commands import data
-from .distribute_commands import distribute
-from .evaluate_commands import evaluate
-from .figure_commands import figures, report
-from .devices import DEVICE_CHOICES
-from .params import load_params, lookup
-from .run_config import ALGORITHMS, BINARIZATIONS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
-from .run_directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
-from .train import train_seeds
-from .unfinished_outputs import written_then_published
+from pipeline.commands.options import params_option, user_errors
+from pipeline.commands.bench import bench
+from pipeline.commands.compare import compare
+from pipeline.commands.cluster_plan import cluster_plan
+from pipeline.commands.data import data
+from pipeline.commands.distribute import distribute
+from pipeline.commands.evaluate import evaluate
+from pipeline.commands.figures import figures, report
+from pipeline.plumbing.devices import DEVICE_CHOICES
+from pipeline.plumbing.params import load_params, lookup
+from pipeline.runs.config import ALGORITHMS, BINARIZATIONS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
+from pipeline.runs.directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
+from pipeline.training.train import train_seeds
+from pipeline.plumbing.unfinished_outputs import written_then_published
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -76,7 +76,7 @@ def train(experiment, dataset, nz, algorithm, ntrain, binarize, seeds, device, c
     seeds = list(seeds) or configuration_seeds(params, experiment, configuration_dir.name)
     check_configuration_directory(configuration_dir)
     # a new folder is written in .vaebench/unfinished/ and moved to --out once every seed has
-    # finished (DVC's run-cache keeps only stages without `persist` outputs: pipeline.unfinished_outputs)
+    # finished (DVC's run-cache keeps only stages without `persist` outputs: pipeline.plumbing.unfinished_outputs)
     with written_then_published(configuration_dir) as writing_dir:
         check_configuration_directory(writing_dir)
         if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here

@@ -41,7 +41,7 @@ def write_prepared(prepared_dir, name, **arrays):
 
     import numpy as np
 
-    from pipeline.files import sha256_of
+    from pipeline.plumbing.files import sha256_of
 
     prepared_dir = Path(prepared_dir)
     prepared_dir.mkdir(parents=True, exist_ok=True)
@@ -60,7 +60,7 @@ def tiny_setup(tmp_path):
     import numpy as np
     import yaml
 
-    from pipeline.params import load_params
+    from pipeline.plumbing.params import load_params
 
     rng = np.random.default_rng(0)
     prepared = tmp_path / "prepared"

@@ -9,12 +9,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from pipeline.claims import (FAIL, INCONCLUSIVE, NOT_ON_AXES, NO_DATA, PASS, agreement,
+from pipeline.reporting.claims import (FAIL, INCONCLUSIVE, NOT_ON_AXES, NO_DATA, PASS, agreement,
                              claim_aevb_better_bound, claim_aevb_converges_faster,
                              claim_aevb_fastest_marginal_likelihood, claim_mcem_impractical_on_full_set,
                              claim_no_overfitting_with_more_latents, evaluate_paper_claims, side_of)
-from pipeline.reference import REFERENCE_DIR, Reference
-from pipeline.seed_statistics import difference, summarize
+from pipeline.reporting.reference import REFERENCE_DIR, Reference
+from pipeline.reporting.seed_statistics import difference, summarize
 
 SETTINGS = {"better_bound_margin": 0.0, "faster_fraction": 0.5, "overfitting_tolerance": 1.0,
             "mcem_throughput_fraction": 0.5}

@@ -1,4 +1,4 @@
-"""``vaebench cluster-plan`` (pipeline/cluster_plan.py): list scheduling on hand-made stage graphs
+"""``vaebench cluster-plan`` (pipeline/cluster/plan.py): list scheduling on hand-made stage graphs
 whose answers are worked out by hand, the scaling of measured costs from one profile's budgets to
 another's, and the command on the committed reports/default/provenance.json."""
 from __future__ import annotations
@@ -9,7 +9,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cluster_plan import (
+from pipeline.cluster.plan import (
     CostsError,
     MeasuredCosts,
     Stage,
@@ -26,10 +26,10 @@ from pipeline.cluster_plan import (
     training_work,
     with_profile,
 )
-from pipeline.cluster_plan_commands import cluster_plan
-from pipeline.evaluate import settings_from_params
-from pipeline.params import load_params
-from pipeline.run_config import configuration_seeds
+from pipeline.commands.cluster_plan import cluster_plan
+from pipeline.evaluation.marginal_likelihood import settings_from_params
+from pipeline.plumbing.params import load_params
+from pipeline.runs.config import configuration_seeds
 
 from .conftest import REPO
 

@@ -8,9 +8,9 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.compare import (CompareInputError, compare_metrics, family_of, paper_metrics,
+from pipeline.compare.compare import (CompareInputError, compare_metrics, family_of, paper_metrics,
                               tolerances_from_params)
-from pipeline.reference import REFERENCE_DIR, Reference
+from pipeline.reporting.reference import REFERENCE_DIR, Reference
 
 from .conftest import REPO
 

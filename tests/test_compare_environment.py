@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from pipeline import provenance as provenance_module
 from pipeline.cli import main
-from pipeline.compare import (ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER, CompareInputError, Environment,
+from pipeline.compare.compare import (ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER, CompareInputError, Environment,
                               compare_metrics, environment_change, environment_of, read_environment, regressions,
                               tolerances_from_params)
 
@@ -32,7 +32,7 @@ NOTE = "environment changed: devices cpu -> cuda (torch 2.13.0+cpu -> 2.13.0+cu1
 
 
 def provenance(environment: dict) -> dict:
-    """A provenance.json as pipeline.provenance writes it, with the keys compare reads."""
+    """A provenance.json as pipeline.reporting.provenance writes it, with the keys compare reads."""
     return {"profile": "smoke", "devices": environment["devices"],
             "packages": {"torch": environment["torch"]}, "machine": {"cpu": "AMD EPYC"}, "environment": environment}
 

@@ -13,11 +13,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.dataset_sources import SourceFile
-from pipeline.download import DataDownloadError, download_all, fetch_verified, mirrors_from, split_mirror_list
-from pipeline.prepare import DataPrepareError, frey_face_split, prepare_all
-from pipeline.prepared_data import UnknownDatasetError, load_prepared
-from pipeline.restricted_unpickle import UnsafePickleError, load_numpy_pickle
+from pipeline.data.sources import SourceFile
+from pipeline.data.download import DataDownloadError, download_all, fetch_verified, mirrors_from, split_mirror_list
+from pipeline.data.prepare import DataPrepareError, frey_face_split, prepare_all
+from pipeline.data.prepared import UnknownDatasetError, load_prepared
+from pipeline.data.restricted_unpickle import UnsafePickleError, load_numpy_pickle
 
 from .conftest import SHARED_DATA
 

@@ -17,9 +17,9 @@ from click.testing import CliRunner
 
 from baselines import MonteCarloEM, WakeSleep
 from pipeline.cli import main
-from pipeline.run_config import build_run_config
-from pipeline.run_directory import final_checkpoint, load_checkpoint, model_from_checkpoint, read_run_config
-from pipeline.train import run_training
+from pipeline.runs.config import build_run_config
+from pipeline.runs.directory import final_checkpoint, load_checkpoint, model_from_checkpoint, read_run_config
+from pipeline.training.train import run_training
 from vae_core import AEVB, ModelConfig, OptimizerConfig, VariationalAutoEncoder
 from vae_core.fused_aevb import StackedAEVB
 from vae_core.marginal_likelihood import appendix_d_estimator, grid_estimator, importance_sampling_estimator

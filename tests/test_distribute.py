@@ -1,4 +1,4 @@
-"""`vaebench distribute` (pipeline/distribute.py): the stage graph it fans out, its guards, and --
+"""`vaebench distribute` (pipeline/cluster/distribute.py): the stage graph it fans out, its guards, and --
 on the smoke profile, with a Dask LocalCluster of 2 workers and a local-folder DVC remote -- a
 distributed run whose coordinator trains nothing, in which a worker is killed mid-stage, and whose
 metrics equal the serial run's; and a failing stage that is named, with its log, and leaves no report."""
@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.distribute import (DistributeError, ancestors, forget_lock_entries, parse_repro_output, read_stages,
+from pipeline.cluster.distribute import (DistributeError, ancestors, forget_lock_entries, parse_repro_output, read_stages,
                                  require_clean_tree, set_profile)
 
 from .conftest import COPIED, REPO, SHARED_DATA
@@ -195,7 +195,7 @@ def test_a_worker_killed_mid_stage_is_retried_and_the_metrics_equal_the_serial_r
     assert result["counts"]["same"] > 0 and not result["regressions"]
     assert all(result["counts"].get(verdict, 0) == 0 for verdict in ("worse", "better", "added", "removed")), result["counts"]
     # The tasks train with one thread each (two workers on 2 cores), the serial run with two: Figure
-    # 2's numbers then agree to rounding, not bit for bit (pipeline/cpu_threads.py), which only the
+    # 2's numbers then agree to rounding, not bit for bit (pipeline/plumbing/cpu_threads.py), which only the
     # seed standard errors, compared exactly as informational keys, show.
     changed = [m["key"] for m in result["metrics"] if m["verdict"] == "changed"]
     assert all(key.startswith("fig2/") and key.endswith("_seed_se") for key in changed), changed
@@ -232,7 +232,7 @@ def test_a_gpu_worker_is_seen_and_the_device_reaches_the_stage_command_through_t
     from click.testing import CliRunner
 
     from pipeline.cli import main
-    from pipeline.distribute import has_gpu_workers
+    from pipeline.cluster.distribute import has_gpu_workers
 
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None,
                                   resources={"GPU": 1}) as cluster, distributed.Client(cluster) as client:

@@ -10,11 +10,11 @@ from click.testing import CliRunner
 
 from pipeline import evaluate as evaluate_module
 from pipeline.cli import main
-from pipeline.evaluate import COLUMNS, evaluate_run, settings_from_params
-from pipeline.params import ParamsError, load_params
-from pipeline.run_directory import MissingRunError
-from pipeline.run_config import build_run_config
-from pipeline.train import run_training
+from pipeline.evaluation.marginal_likelihood import COLUMNS, evaluate_run, settings_from_params
+from pipeline.plumbing.params import ParamsError, load_params
+from pipeline.runs.directory import MissingRunError
+from pipeline.runs.config import build_run_config
+from pipeline.training.train import run_training
 
 from .conftest import REPO, write_prepared
 
@@ -152,7 +152,7 @@ def test_cross_checks_only_where_the_settings_ask(trained_runs, tmp_path):
 
 
 def test_the_estimators_do_not_depend_on_the_thread_count_on_figure_3s_model():
-    """Why the evaluation stage may follow the free cores (pipeline/evaluate.py): on the Figure 3
+    """Why the evaluation stage may follow the free cores (pipeline/evaluation/marginal_likelihood.py): on the Figure 3
     architecture (100 hidden units, Nz = 3, 784 pixels) Appendix D, importance sampling and the grid
     give the same numbers on one thread and on two."""
     from vae_core import ModelConfig, VariationalAutoEncoder

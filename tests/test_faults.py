@@ -21,12 +21,12 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.cpu_threads import ThreadGovernor
-from pipeline.params import ParamsError
-from pipeline.run_config import build_run_config
-from pipeline.run_directory import (CorruptRunError, NotARunDirectoryError, RunLockedError,
+from pipeline.plumbing.cpu_threads import ThreadGovernor
+from pipeline.plumbing.params import ParamsError
+from pipeline.runs.config import build_run_config
+from pipeline.runs.directory import (CorruptRunError, NotARunDirectoryError, RunLockedError,
                                     locked_run_directory, record_checkpoint)
-from pipeline.train import TrainingDivergedError, run_training
+from pipeline.training.train import TrainingDivergedError, run_training
 
 from .conftest import REPO, write_prepared
 
@@ -120,7 +120,7 @@ def test_2_two_real_processes_into_one_out_leave_one_consistent_run(tiny_setup):
     bigger["profiles"]["smoke"]["fig2"]["mnist"]["samples"] = 5_000_000  # long enough to be running still
     params_path.write_text(yaml.safe_dump(bigger))
     run_dir = tmp / "run" / "seed1"
-    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
+    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/plumbing/unfinished_outputs.py)
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3", "--params",
                str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent), "--no-progress",
                "--seed", "1"]
@@ -303,7 +303,7 @@ def test_a_full_disk_while_checkpointing_is_named_and_the_run_resumes(tiny_setup
         return original(self, data)
 
     monkeypatch.setattr(Path, "write_bytes", disk_fills_at_the_third_checkpoint)
-    (tmp / "run").mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
+    (tmp / "run").mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/plumbing/unfinished_outputs.py)
     result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
                                        "--prepared-dir", str(prepared), "--out", str(tmp / "run"), "--no-progress"])
     line = one_line_error(result)
@@ -329,7 +329,7 @@ def test_an_out_that_cannot_be_a_folder_is_named(tiny_setup, out):
 
 def test_a_non_finite_standard_error_is_flagged(tiny_setup, monkeypatch):
     params, params_path, prepared, tmp = tiny_setup
-    import pipeline.evaluate_commands as commands
+    import pipeline.commands.evaluate as commands
 
     frame = pd.DataFrame([{"samples_seen": 1000, "split": "test", "estimator": "appendix_d", "value": -150.0,
                            "standard_error": float("inf"), "points": 10, "wall_seconds": 0.1, "seed": 1}])
@@ -342,7 +342,7 @@ def test_a_non_finite_standard_error_is_flagged(tiny_setup, monkeypatch):
 
 # ---------------------------------------------------------------------------- contention
 def test_the_thread_count_follows_the_cores_other_processes_leave_free(monkeypatch):
-    import pipeline.cpu_threads as cpu_threads
+    import pipeline.plumbing.cpu_threads as cpu_threads
 
     clock = {"wall": 100.0, "busy": 1000.0, "own": 10.0}
     monkeypatch.setattr(cpu_threads, "_cpu_busy_seconds", lambda: (clock["busy"], 2))
@@ -373,7 +373,7 @@ def test_a_run_gives_the_same_numbers_with_one_thread_or_two(tmp_path):
     products (the encoder heads' gradient, 10 x 50) MKL splits differently with two threads than
     with one unless it is in strict mode, gives the same numbers on both. (Its buffers are too small
     for torch's elementwise kernels to split; Figure 2's are not, which is why a run keeps a fixed
-    thread count: pipeline/cpu_threads.py, tests/test_seeds.py.)"""
+    thread count: pipeline/plumbing/cpu_threads.py, tests/test_seeds.py.)"""
     rng = np.random.default_rng(0)
     prepared = tmp_path / "prepared"
     faces = rng.integers(0, 256, (300, 560)).astype(np.uint8)

@@ -25,10 +25,10 @@ from click.testing import CliRunner
 from pipeline import download as download_module
 from pipeline import prepare as prepare_module
 from pipeline.cli import main
-from pipeline.dataset_sources import SourceFile
-from pipeline.download import DataDownloadError, download_all, fetch_verified
-from pipeline.prepare import DataPrepareError, prepare_all
-from pipeline.prepared_data import UnknownDatasetError, load_prepared
+from pipeline.data.sources import SourceFile
+from pipeline.data.download import DataDownloadError, download_all, fetch_verified
+from pipeline.data.prepare import DataPrepareError, prepare_all
+from pipeline.data.prepared import UnknownDatasetError, load_prepared
 
 from .conftest import REPO
 

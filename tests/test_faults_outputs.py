@@ -20,9 +20,9 @@ from pipeline import bench as bench_module
 from pipeline import figures as figures_module
 from pipeline import report as report_module
 from pipeline.cli import main
-from pipeline.files import staging_pattern
-from pipeline.params import load_params
-from pipeline.reference import REFERENCE_DIR
+from pipeline.plumbing.files import staging_pattern
+from pipeline.plumbing.params import load_params
+from pipeline.reporting.reference import REFERENCE_DIR
 from vae_core import ModelConfig, VariationalAutoEncoder
 
 from .conftest import REPO

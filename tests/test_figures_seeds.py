@@ -1,5 +1,5 @@
 """Figures 2 and 3 over several seeds per configuration: each of our curves is the mean over seeds
-with a shaded 95% band (pipeline.seed_statistics), on constructed tables; and find_run's choice of
+with a shaded 95% band (pipeline.reporting.seed_statistics), on constructed tables; and find_run's choice of
 the first seed's run directory."""
 import json
 from types import SimpleNamespace
@@ -11,10 +11,10 @@ from matplotlib.collections import PolyCollection
 from scipy import stats
 
 from pipeline import figures as figures_module
-from pipeline.figures import FIGURE_BAND_CAPTIONS, figure_2, figure_3, find_run, seed_count_text
-from pipeline.reference import REFERENCE_DIR, Reference
-from pipeline.run_directory import MissingRunError
-from pipeline.seed_statistics import summarize
+from pipeline.reporting.figures import FIGURE_BAND_CAPTIONS, figure_2, figure_3, find_run, seed_count_text
+from pipeline.reporting.reference import REFERENCE_DIR, Reference
+from pipeline.runs.directory import MissingRunError
+from pipeline.reporting.seed_statistics import summarize
 
 from .conftest import REPO
 

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.binarization_study import binarization_table, closer_setting, gap_to_paper, study_summary, mean_test_curve
-from pipeline.claims import NOT_RUN, PASS, agreement, evaluate_claims
-from pipeline.configurations import claims_not_run, configuration_status, expected_configurations
-from pipeline.params import load_params
-from pipeline.reference import REFERENCE_DIR, Reference
+from pipeline.reporting.binarization_study import binarization_table, closer_setting, gap_to_paper, study_summary, mean_test_curve
+from pipeline.reporting.claims import NOT_RUN, PASS, agreement, evaluate_claims
+from pipeline.runs.configurations import claims_not_run, configuration_status, expected_configurations
+from pipeline.plumbing.params import load_params
+from pipeline.reporting.reference import REFERENCE_DIR, Reference
 
 from .conftest import REPO
 from .test_report import SETTINGS, make_curves, make_finals, make_marginal_likelihoods, make_variance

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.report import markdown_links
-from pipeline.run_config import configuration_seeds
+from pipeline.reporting.report import markdown_links
+from pipeline.runs.config import configuration_seeds
 
 from .conftest import REPO, dvc  # smoke_repo: a session fixture in conftest.py
 

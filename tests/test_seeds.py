@@ -9,11 +9,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pipeline.run_config import build_run_config, configuration_seeds, profile_seeds
-from pipeline.params import ParamsError
-from pipeline.processes import threads_per_process
-from pipeline.run_directory import load_checkpoint, run_directories, run_identity, seed_run_dir
-from pipeline.train import run_training, train_seeds
+from pipeline.runs.config import build_run_config, configuration_seeds, profile_seeds
+from pipeline.plumbing.params import ParamsError
+from pipeline.plumbing.processes import threads_per_process
+from pipeline.runs.directory import load_checkpoint, run_directories, run_identity, seed_run_dir
+from pipeline.training.train import run_training, train_seeds
 
 
 def _configs(params, seeds, algorithm="aevb", nz=2):
@@ -147,7 +147,7 @@ def test_a_failing_seed_is_named_and_the_others_finish(tiny_setup):
 
 def test_a_resumed_run_keeps_its_thread_count(tiny_setup, monkeypatch):
     """Wake-sleep on this shape gives other last bits on one thread than on two (torch's
-    elementwise kernels split by thread, pipeline/cpu_threads.py): a run interrupted on one
+    elementwise kernels split by thread, pipeline/plumbing/cpu_threads.py): a run interrupted on one
     thread and resumed in a process that would use two takes its recorded count again, and ends
     where the uninterrupted one-thread run ends."""
     params, _, prepared, tmp = tiny_setup

@@ -1,5 +1,5 @@
 """dvc.yaml's code dependencies and the result fingerprints come from one import graph
-(pipeline/code_dependencies.py), and every stage of dvc.yaml lists exactly what it derives.
+(pipeline/plumbing/code_dependencies.py), and every stage of dvc.yaml lists exactly what it derives.
 
 A module missing from a stage's deps means DVC keeps that stage's outputs after the module changed
 (vae_core/activations.py was once missing this way); a module listed but not imported re-runs a
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.code_dependencies import (
+from pipeline.plumbing.code_dependencies import (
     PACKAGES,
     ROOT,
     STAGE_MODULES,
@@ -22,8 +22,8 @@ from pipeline.code_dependencies import (
     source_fingerprint,
     stage_code_dependencies,
 )
-from pipeline.evaluate import ESTIMATOR_MODULES
-from pipeline.train import TRAINING_MODULES
+from pipeline.evaluation.marginal_likelihood import ESTIMATOR_MODULES
+from pipeline.training.train import TRAINING_MODULES
 
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 
@@ -39,7 +39,7 @@ def test_every_stage_lists_exactly_the_code_it_imports(name):
     expected = stage_code_dependencies(command_of(stage["cmd"]))
     assert listed == expected, (
         f"stage {name}: dvc.yaml lists {sorted(set(listed) - set(expected))} that it does not import and misses "
-        f"{sorted(set(expected) - set(listed))}; run `python -m pipeline.code_dependencies --write`")
+        f"{sorted(set(expected) - set(listed))}; run `python -m pipeline.plumbing.code_dependencies --write`")
 
 
 def test_rewriting_dvc_yaml_restores_a_removed_dependency_and_keeps_the_rest():
@@ -54,7 +54,7 @@ def test_the_closure_follows_imports_across_packages_and_levels():
     # fused_aevb imports activations relatively; MCEM imports vae_core.hmc absolutely
     assert ROOT / "vae_core" / "activations.py" in imported_files(ROOT / "vae_core" / "fused_aevb.py")
     training = relative(import_closure(TRAINING_MODULES))
-    assert {"vae_core/activations.py", "vae_core/hmc.py", "baselines/mcem.py", "pipeline/run_directory.py"} <= training
+    assert {"vae_core/activations.py", "vae_core/hmc.py", "baselines/mcem.py", "pipeline/runs/directory.py"} <= training
     # a module's own package __init__ is not pulled in by `from vae_core.hmc import ...`
     assert "vae_core/__init__.py" not in relative(import_closure(("vae_core.hmc",)))
 
@@ -76,7 +76,7 @@ def test_the_marginal_likelihood_fingerprint_covers_method_code_only():
 
 
 def test_a_fingerprint_changes_with_any_file_in_its_closure(tmp_path, monkeypatch):
-    import pipeline.code_dependencies as code_dependencies
+    import pipeline.plumbing.code_dependencies as code_dependencies
 
     copy = tmp_path / "repo"
     for package in PACKAGES:

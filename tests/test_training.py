@@ -14,9 +14,9 @@ import pytest
 import torch
 import yaml
 
-from pipeline.params import load_params
-from pipeline.run_config import build_run_config
-from pipeline.train import (
+from pipeline.plumbing.params import load_params
+from pipeline.runs.config import build_run_config
+from pipeline.training.train import (
     TrainingDivergedError,
     checkpoint_schedule,
     evaluation_schedule,
@@ -90,7 +90,7 @@ def test_resume_after_sigkill_gives_the_uninterrupted_curve(tiny_setup):
     params["profiles"]["smoke"]["fig2"]["checkpoint_every"] = 4_000
     params_path.write_text(yaml.safe_dump(params))
     run_dir = tmp / "killed" / "seed1"  # --out is the configuration's folder; seed 1 its run
-    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/unfinished_outputs.py)
+    run_dir.parent.mkdir()  # an existing --out is trained in place (a new one in .vaebench/unfinished/: pipeline/plumbing/unfinished_outputs.py)
     command = [sys.executable, "-m", "pipeline.cli", "train", "--dataset", "mnist", "--nz", "3",
                "--params", str(params_path), "--prepared-dir", str(prepared), "--out", str(run_dir.parent),
                "--no-progress"]
@@ -169,7 +169,7 @@ def test_step_size_trial_picks_the_best_and_survives_divergence():
      "profiles.smoke.fig2.mnist.step_size must be a positive number"),
 ])
 def test_bad_params_values_are_named(tiny_setup, mutate, message):
-    from pipeline.params import ParamsError
+    from pipeline.plumbing.params import ParamsError
 
     params = copy.deepcopy(tiny_setup[0])
     mutate(params)
@@ -178,7 +178,7 @@ def test_bad_params_values_are_named(tiny_setup, mutate, message):
 
 
 def test_unknown_dataset_is_named():
-    from pipeline.params import ParamsError
+    from pipeline.plumbing.params import ParamsError
 
     params = load_params(REPO / "params.yaml")
     with pytest.raises(ParamsError, match="unknown dataset 'cifar'.*mnist, frey_face"):

@@ -1,4 +1,4 @@
-"""Stage outputs written aside until finished (pipeline/unfinished_outputs.py): DVC's run-cache
+"""Stage outputs written aside until finished (pipeline/plumbing/unfinished_outputs.py): DVC's run-cache
 can hold every stage (no `persist` output), and an interrupted stage still resumes."""
 import pandas as pd
 import pytest
@@ -6,9 +6,9 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.run_config import build_run_config
-from pipeline.train import run_training
-from pipeline.unfinished_outputs import (UNFINISHED_ROOT, OutputExistsError, publish, unfinished_directory,
+from pipeline.runs.config import build_run_config
+from pipeline.training.train import run_training
+from pipeline.plumbing.unfinished_outputs import (UNFINISHED_ROOT, OutputExistsError, publish, unfinished_directory,
                                          written_then_published)
 
 from .conftest import REPO
