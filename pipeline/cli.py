@@ -1,106 +1,51 @@
-"""``vaebench``: the one command-line entry; DVC stages only call it."""
+"""``vaebench``: the one command-line entry; DVC stages only call it.
+
+Each command's module is imported only when that command runs (or its ``--help`` is asked for):
+``vaebench compare`` and ``vaebench data`` start without importing torch, and no command pays for
+another's imports.
+"""
 from __future__ import annotations
 
-import shutil
-from dataclasses import replace
-from pathlib import Path
+import importlib
 
 import click
 
-from pipeline.commands.options import params_option, user_errors
-from pipeline.commands.bench import bench
-from pipeline.commands.compare import compare
-from pipeline.commands.cluster_plan import cluster_plan
-from pipeline.commands.data import data
-from pipeline.commands.distribute import distribute
-from pipeline.commands.evaluate import evaluate
-from pipeline.commands.figures import figures, report
-from pipeline.plumbing.devices import DEVICE_CHOICES
-from pipeline.plumbing.params import load_params, lookup
-from pipeline.runs.config import ALGORITHMS, BINARIZATIONS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
-from pipeline.runs.directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
-from pipeline.training.train import train_seeds
-from pipeline.plumbing.unfinished_outputs import written_then_published
+# command name -> "module:attribute" of its click command (pipeline/commands/, one module a group)
+COMMANDS = {
+    "data": "pipeline.commands.data:data",
+    "train": "pipeline.commands.train:train",
+    "evaluate": "pipeline.commands.evaluate:evaluate",
+    "figures": "pipeline.commands.figures:figures",
+    "report": "pipeline.commands.figures:report",
+    "compare": "pipeline.commands.compare:compare",
+    "bench": "pipeline.commands.bench:bench",
+    "distribute": "pipeline.commands.distribute:distribute",
+    "cluster-plan": "pipeline.commands.cluster_plan:cluster_plan",
+}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class LazyGroup(click.Group):
+    """A click group whose commands are imported on first use (click's documented lazy-loading
+    pattern); the listing in ``vaebench --help`` imports every command to show its summary."""
+
+    def __init__(self, *args, lazy_commands: dict[str, str], **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lazy_commands = lazy_commands
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *self.lazy_commands})
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in self.lazy_commands and name not in self.commands:
+            module, attribute = self.lazy_commands[name].split(":")
+            self.add_command(getattr(importlib.import_module(module), attribute), name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=LazyGroup, lazy_commands=COMMANDS, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="vaebench")
 def main() -> None:
     """vaebench: regenerate the figures of Auto-Encoding Variational Bayes (Kingma & Welling)."""
-
-
-main.add_command(data)
-main.add_command(evaluate)
-main.add_command(figures)
-main.add_command(report)
-main.add_command(compare)
-main.add_command(bench)
-main.add_command(distribute)
-main.add_command(cluster_plan)
-
-
-@main.command()
-@click.option("--experiment", default="fig2", show_default=True, help="Experiment in params.yaml (fig2, ...).")
-@click.option("--dataset", type=click.Choice(sorted(DATASETS)), required=True)
-@click.option("--nz", type=int, required=True, help="Latent dimensionality Nz.")
-@click.option("--algorithm", type=click.Choice(ALGORITHMS), default="aevb", show_default=True)
-@click.option("--ntrain", type=int, default=None, help="Train on this training-set subset (Figure 3).")
-@click.option("--binarize", type=click.Choice(BINARIZATIONS), default=None,
-              help="Override training.binarize: MNIST targets as grey levels (none) or resampled "
-                   "Bernoulli at every minibatch (dynamic); the binarization study's stages set it.")
-@click.option("--seed", "seeds", type=int, multiple=True,
-              help="Train this seed (repeatable); default: the seeds params.yaml gives this configuration "
-                   "(profiles.<profile>.seeds).")
-@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, envvar="VAEBENCH_DEVICE",
-              help="Override training.device (auto uses a GPU when present); also from VAEBENCH_DEVICE (a GPU "
-                   "worker of `vaebench distribute` sets it: the stage's command, and so its run-cache key, stay the same).")
-@click.option("--out", "configuration_dir", type=click.Path(path_type=Path), default=None,
-              help="The configuration's folder; each seed's run directory is <out>/seed<N> "
-                   "(default runs/<experiment>/<configuration>).")
-@params_option()
-@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
-@click.option("--resume/--no-resume", default=True, show_default=True, help="Resume an interrupted run from its last checkpoint.")
-@click.option("--force", is_flag=True, help="Retrain runs that have already finished with this configuration and code.")
-@click.option("--progress/--no-progress", default=True, show_default=True)
-@user_errors
-def train(experiment, dataset, nz, algorithm, ntrain, binarize, seeds, device, configuration_dir, params_path,
-          prepared_dir, resume, force, progress) -> None:
-    """Train one configuration, each of its seeds into its own run directory (config, curve,
-    checkpoints); fused AEVB seeds train together, stacked."""
-    params = load_params(params_path)
-    if binarize is not None:
-        params["training"]["binarize"] = binarize
-    config = build_run_config(params, experiment, dataset, algorithm, nz, ntrain, None, device)
-    configuration_dir = Path(configuration_dir or config.default_configuration_dir())
-    explicit = bool(seeds)
-    seeds = list(seeds) or configuration_seeds(params, experiment, configuration_dir.name)
-    check_configuration_directory(configuration_dir)
-    # a new folder is written in .vaebench/unfinished/ and moved to --out once every seed has
-    # finished (DVC's run-cache keeps only stages without `persist` outputs: pipeline.plumbing.unfinished_outputs)
-    with written_then_published(configuration_dir) as writing_dir:
-        check_configuration_directory(writing_dir)
-        if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
-            for stale in seed_directories(writing_dir):
-                if read_run_config(stale).seed not in seeds:
-                    shutil.rmtree(stale)
-                    click.echo(f"{stale}: removed (seed no longer in profiles.{params['profile']}.seeds)")
-        configs = [replace(config, seed=seed) for seed in seeds]
-        finals = train_seeds(configs, [seed_run_dir(writing_dir, seed) for seed in seeds],
-                             prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
-                             force=force, parallel=seeds_side_by_side(params))
-    run_dirs = [seed_run_dir(configuration_dir, seed) for seed in seeds]
-    for run_dir, final in zip(run_dirs, finals):
-        if final.get("already_finished"):
-            click.echo(f"{run_dir}: already finished with this configuration, code and data; nothing to do "
-                       f"(--force retrains it)")
-        bounds = "".join(
-            f", {split} bound {final[f'final_{split}_lower_bound']:.2f}" for split in ("train", "test")
-            if final[f"final_{split}_lower_bound"] is not None
-        )
-        click.echo(
-            f"{run_dir}: {final['samples_seen']:,} samples, step size {final['step_size']}{bounds}, "
-            f"{final['training_samples_per_second']:,.0f} samples/s"
-        )
 
 
 if __name__ == "__main__":

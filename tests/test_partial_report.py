@@ -11,7 +11,8 @@ import pytest
 import yaml
 
 from pipeline.reporting.binarization_study import binarization_table, closer_setting, gap_to_paper, study_summary, mean_test_curve
-from pipeline.reporting.claims import NOT_RUN, PASS, agreement, evaluate_claims
+from pipeline.reporting.claims import NOT_RUN, PASS, evaluate_claims
+from pipeline.reporting.paper_claims import agreement
 from pipeline.runs.configurations import claims_not_run, configuration_status, expected_configurations
 from pipeline.plumbing.params import load_params
 from pipeline.reporting.reference import REFERENCE_DIR, Reference

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.reporting.report import markdown_links
+from pipeline.reporting.render import markdown_links
 from pipeline.runs.config import configuration_seeds
 
 from .conftest import REPO, dvc  # smoke_repo: a session fixture in conftest.py

@@ -11,7 +11,7 @@ from pipeline.reporting.claims import FAIL, NO_DATA, PASS, evaluate_claims
 from pipeline.reporting.figures import figure_2, figure_3, figure_4, figure_5, manifold_grid, tile_images
 from pipeline.reporting.metrics import build_metrics
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
-from pipeline.reporting.report import Block, markdown_links, render_html, render_markdown
+from pipeline.reporting.render import Block, markdown_links, render_html, render_markdown
 from vae_core import ModelConfig, VariationalAutoEncoder
 
 from .conftest import REPO

@@ -41,9 +41,9 @@ def test_a_new_output_is_written_aside_and_moved_in_whole(tiny_setup, monkeypatc
         seen["run_dirs"] = list(run_dirs)
         return real(configs, run_dirs, *args, **kwargs)
 
-    import pipeline.cli as cli
-    real = cli.train_seeds
-    monkeypatch.setattr(cli, "train_seeds", spy)
+    import pipeline.training.train as training  # `vaebench train` imports train_seeds when it runs
+    real = training.train_seeds
+    monkeypatch.setattr(training, "train_seeds", spy)
     result = CliRunner().invoke(main, train_args(params_path, prepared, "runs/fig2/mnist_nz3_aevb"))
     assert result.exit_code == 0, result.output
     assert seen["run_dirs"][0] == tmp_path / UNFINISHED_ROOT / "runs/fig2/mnist_nz3_aevb/seed1"

@@ -24,7 +24,6 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator
 
-import torch
 
 
 class DiskFullError(OSError):
@@ -69,6 +68,8 @@ def save_torch(path: str | Path, payload: Any) -> Path:
     surfaces as an OSError of the write (torch's own writer reports it as a RuntimeError about
     stream positions)."""
     buffer = io.BytesIO()
+    import torch  # here, not at the top: the data commands and compare use this module without torch
+
     torch.save(payload, buffer)
     return write_atomically(path, lambda tmp: tmp.write_bytes(buffer.getbuffer()))
 

@@ -391,3 +391,28 @@ def load_run_data(config: RunConfig, prepared_dir: str | Path, device: torch.dev
         eval_train = torch.bernoulli(eval_train.cpu(), generator=generator).to(device)
         eval_test = torch.bernoulli(eval_test.cpu(), generator=generator).to(device)
     return RunData(train, eval_train, eval_test)
+
+
+def find_resumable_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
+    """The newest readable checkpoint of an interrupted run with the same fingerprint, or None."""
+    if (run_dir / FINAL_FILE).exists() or not (run_dir / CHECKPOINTS_DIR).is_dir():
+        return None
+    for path in sorted((run_dir / CHECKPOINTS_DIR).glob("samples_*.pt"), reverse=True):
+        try:
+            state = load_checkpoint(path)
+        except CorruptRunError:  # an unreadable checkpoint is skipped, not trusted
+            continue
+        if state.get("fingerprint") == fingerprint:
+            state["path"] = str(path)
+            return state
+    return None
+
+
+def finished_fingerprint(run_dir: Path) -> str | None:
+    """The fingerprint of the finished run in ``run_dir`` (None if there is none)."""
+    if not (run_dir / FINAL_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
+        return None
+    try:
+        return json.loads((run_dir / CONFIG_FILE).read_text()).get("fingerprint")
+    except (OSError, ValueError):
+        return None

@@ -28,15 +28,12 @@ Choices a reader should know about:
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import shutil
 import time
 from contextlib import ExitStack
-from dataclasses import dataclass, field
 from pathlib import Path
 
-import pandas as pd
 import torch
 from tqdm import tqdm
 
@@ -44,42 +41,26 @@ from baselines import MonteCarloEM, WakeSleep
 from vae_core import AEVB, NonFiniteLossError, OptimizerConfig
 from vae_core.training import select_step_size, train_stacked_steps
 
+from pipeline.data.prepared import recorded_sha256
 from pipeline.plumbing.code_dependencies import source_fingerprint
 from pipeline.plumbing.cpu_threads import ThreadGovernor
 from pipeline.plumbing.devices import resolve_device
-from pipeline.plumbing.files import save_torch, write_atomically, write_json
-from pipeline.data.prepared import recorded_sha256
+from pipeline.plumbing.errors import UserError
+from pipeline.plumbing.files import write_json
 from pipeline.plumbing.processes import run_in_processes
 from pipeline.runs.config import RunConfig
-from pipeline.runs.directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, RETRAIN_DIR, CorruptRunError,
-                            RunData, build_model, check_run_directory, checkpoint_path, load_checkpoint, load_run_data,
-                            locked_run_directory, record_checkpoint, remove_temporaries, replace_run,
-                            require_finished)
-from pipeline.plumbing.errors import UserError
+from pipeline.runs.directory import (CHECKPOINTS_DIR, CONFIG_FILE, CURVE_FILE, FINAL_FILE, RETRAIN_DIR, RunData,
+                                     build_model, check_run_directory, find_resumable_checkpoint,
+                                     finished_fingerprint, load_run_data, locked_run_directory, remove_temporaries,
+                                     replace_run, require_finished)
+from pipeline.training.run_state import (RunState, capture_rng_state, evaluation_rows, generator_from_state,
+                                         restore_rng_state, write_checkpoint, write_curve, write_final)
+from pipeline.training.schedule import PROGRESS_CHUNK_STEPS, checkpoint_schedule, evaluation_schedule, stackable
 
-CURVE_COLUMNS = ["samples_seen", "wall_seconds", "split", "metric", "value"]
-PROGRESS_CHUNK_STEPS = 200
 
 
 class TrainingDivergedError(UserError, RuntimeError):
     """The objective became non-finite; the message names the last good checkpoint."""
-
-
-def evaluation_schedule(first: int, total: int, per_decade: int, batch_size: int) -> list[int]:
-    """Log-spaced sample counts (multiples of M) from ``first`` up to ``total``, and ``total``."""
-    points = set()
-    k = 0
-    while (count := first * 10 ** (k / per_decade)) < total:
-        points.add(max(batch_size, int(round(count / batch_size)) * batch_size))
-        k += 1
-    points.add(total)
-    return sorted(points)
-
-
-def checkpoint_schedule(every: int, total: int, batch_size: int) -> list[int]:
-    """Evenly spaced sample counts (multiples of M) at which checkpoints are written, and the end."""
-    step = max(batch_size, every // batch_size * batch_size)
-    return sorted(set(range(step, total, step)) | {total})
 
 
 # The module whose import closure is the training code (pipeline.plumbing.code_dependencies): dvc.yaml's
@@ -107,54 +88,6 @@ def run_fingerprint(config: RunConfig, prepared_dir: str | Path) -> str:
     parts = (config.fingerprint(), source_fingerprint(TRAINING_MODULES),
              recorded_sha256(config.prepared_file, Path(prepared_dir)))
     return hashlib.sha256(" ".join(parts).encode()).hexdigest()
-
-
-def find_resumable_checkpoint(run_dir: Path, fingerprint: str) -> dict | None:
-    """The newest readable checkpoint of an interrupted run with the same fingerprint, or None."""
-    if (run_dir / FINAL_FILE).exists() or not (run_dir / CHECKPOINTS_DIR).is_dir():
-        return None
-    for path in sorted((run_dir / CHECKPOINTS_DIR).glob("samples_*.pt"), reverse=True):
-        try:
-            state = load_checkpoint(path)
-        except CorruptRunError:  # an unreadable checkpoint is skipped, not trusted
-            continue
-        if state.get("fingerprint") == fingerprint:
-            state["path"] = str(path)
-            return state
-    return None
-
-
-def capture_rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def restore_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def evaluation_rows(algorithm, data: RunData, samples_seen: int, wall_seconds: float) -> list[dict]:
-    """The curve rows of one evaluation: the lower bound on train and test (for algorithms that
-    have one) and any algorithm-specific metrics (e.g. MCEM's acceptance rate), split "train"."""
-    rows = []
-    for split, x in (("train", data.eval_train), ("test", data.eval_test)):
-        value = algorithm.evaluate_lower_bound(x)
-        if value is not None:
-            rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": split,
-                         "metric": "lower_bound", "value": value})
-    for metric, value in algorithm.extra_metrics().items():
-        rows.append({"samples_seen": samples_seen, "wall_seconds": wall_seconds, "split": "train",
-                     "metric": metric, "value": value})
-    return rows
-
-
-def write_curve(run_dir: Path, rows: list[dict]) -> None:
-    frame = pd.DataFrame(rows, columns=CURVE_COLUMNS)
-    write_atomically(run_dir / CURVE_FILE, lambda tmp: frame.to_csv(tmp, index=False))
 
 
 def run_training(
@@ -252,43 +185,6 @@ def train_seeds(
     return results
 
 
-def stackable(config: RunConfig) -> bool:
-    """Whether runs of ``config`` train on the fused AEVB update, which stacks (vae_core.aevb)."""
-    return config.algorithm == "aevb" and config.estimator == "B" and config.samples_per_datapoint == 1
-
-
-def finished_fingerprint(run_dir: Path) -> str | None:
-    """The fingerprint of the finished run in ``run_dir`` (None if there is none)."""
-    if not (run_dir / FINAL_FILE).is_file() or not (run_dir / CONFIG_FILE).is_file():
-        return None
-    try:
-        return json.loads((run_dir / CONFIG_FILE).read_text()).get("fingerprint")
-    except (OSError, ValueError):
-        return None
-
-
-@dataclass
-class RunState:
-    """One run being trained: where it writes, and everything its checkpoints carry."""
-
-    config: RunConfig
-    run_dir: Path
-    fingerprint: str
-    algorithm: object = None
-    step_size: float = 0.0
-    trial_scores: dict = field(default_factory=dict)
-    trial_seconds: float = 0.0
-    samples_seen: int = 0
-    rows: list = field(default_factory=list)
-    train_seconds: float = 0.0
-    eval_seconds: float = 0.0
-    resumed_from: str | None = None
-    last_checkpoint: str | Path | None = None
-    threads: int = 1  # the run's fixed torch thread count (recorded; pipeline.plumbing.cpu_threads)
-    rng_state: dict | None = None  # the run's random numbers where training continues (capture_rng_state)
-    generator: torch.Generator | None = None  # stacked runs: the run's own generator, from rng_state
-
-
 def train_pending(pending: list[tuple[RunConfig, Path, str]], prepared_dir: str | Path, resume: bool,
                   progress: bool, stop_after_samples: int | None, governor: ThreadGovernor,
                   side_by_side: bool = False) -> list[dict]:
@@ -361,22 +257,6 @@ def prepare_run(config: RunConfig, run_dir: Path, fingerprint: str, data: RunDat
         state.samples_seen, state.rows = saved["samples_seen"], list(saved["curve_rows"])
         state.train_seconds, state.eval_seconds = saved["train_seconds"], saved["eval_seconds"]
         state.resumed_from = state.last_checkpoint = saved["path"]
-    return state
-
-
-def generator_from_state(rng: dict, device: torch.device) -> torch.Generator:
-    """A generator on ``device`` in a checkpoint's saved state (:func:`capture_rng_state`)."""
-    generator = torch.Generator(device=device)
-    generator.set_state(rng["cuda"] if device.type == "cuda" else rng["cpu"])
-    return generator
-
-
-def generator_rng_state(generator: torch.Generator, device: torch.device) -> dict:
-    """A stacked run's random-number state in the format of :func:`capture_rng_state` (so a
-    checkpoint resumes the same whether its run was stacked or not)."""
-    state = {"cpu": generator.get_state() if device.type != "cuda" else torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = generator.get_state()
     return state
 
 
@@ -453,43 +333,3 @@ def train_states(states: list[RunState], data: RunData, device: torch.device, pr
     return [write_final(state, device, len(states), charged, wall) for state in states]
 
 
-def write_checkpoint(state: RunState, device: torch.device, stacked: bool) -> None:
-    state.last_checkpoint = checkpoint_path(state.run_dir, state.samples_seen)
-    rng = generator_rng_state(state.generator, device) if stacked else capture_rng_state(device)
-    save_torch(
-        state.last_checkpoint,
-        {"fingerprint": state.fingerprint, "samples_seen": state.samples_seen,
-         "algorithm": state.algorithm.state_dict(), "rng": rng,
-         "curve_rows": state.rows, "step_size": state.step_size,
-         "step_size_trial_scores": state.trial_scores, "trial_seconds": state.trial_seconds,
-         "train_seconds": state.train_seconds, "eval_seconds": state.eval_seconds,
-         "threads": state.threads},
-    )
-    record_checkpoint(state.last_checkpoint)
-
-
-def write_final(state: RunState, device: torch.device, stacked_runs: int, charged: str = "wall time",
-                wall_seconds: float | None = None) -> dict:
-    final_rows = {row["split"]: row["value"] for row in state.rows
-                  if row["samples_seen"] == state.samples_seen and row["metric"] == "lower_bound"}
-    final = {
-        "samples_seen": state.samples_seen,
-        "step_size": state.step_size,
-        "step_size_trial_scores": {str(k): v for k, v in state.trial_scores.items()},
-        "final_train_lower_bound": final_rows.get("train"),
-        "final_test_lower_bound": final_rows.get("test"),
-        "trial_seconds": round(state.trial_seconds, 3),
-        "train_seconds": round(state.train_seconds, 3),
-        "eval_seconds": round(state.eval_seconds, 3),
-        "training_samples_per_second": round(state.samples_seen / state.train_seconds, 1)
-        if state.train_seconds else None,
-        "stacked_runs": stacked_runs,
-        "train_time_charged": charged,  # what train_seconds (and samples/s) measure
-        "wall_seconds": round((wall_seconds or 0.0) + state.trial_seconds, 3),  # this process, start to end
-        "threads": torch.get_num_threads(),
-        "device": str(device),
-        "resumed_from": state.resumed_from,
-        "final_metrics": state.algorithm.extra_metrics(),
-    }
-    write_json(state.run_dir / FINAL_FILE, final)
-    return final
