@@ -8,8 +8,10 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.compare.compare import (CompareInputError, compare_metrics, family_of, paper_metrics,
-                              tolerances_from_params)
+from pipeline.compare.compare import CompareInputError
+from pipeline.compare.keys import family_of
+from pipeline.compare.sides import paper_metrics
+from pipeline.compare.verdicts import compare_metrics, tolerances_from_params
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
 
 from .conftest import REPO

@@ -10,11 +10,12 @@ import torch
 import yaml
 from click.testing import CliRunner
 
-from pipeline import provenance as provenance_module
 from pipeline.cli import main
-from pipeline.compare.compare import (ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER, CompareInputError, Environment,
-                              compare_metrics, environment_change, environment_of, read_environment, regressions,
-                              tolerances_from_params)
+from pipeline.compare.compare import CompareInputError
+from pipeline.compare.environment import Environment, environment_change, environment_of, read_environment
+from pipeline.compare.verdicts import (ENVIRONMENT_CHANGE_TOLERANCE_MULTIPLIER, compare_metrics, regressions,
+                                       tolerances_from_params)
+from pipeline.reporting import provenance as provenance_module
 
 from .conftest import REPO
 

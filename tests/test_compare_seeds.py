@@ -9,8 +9,11 @@ import yaml
 from click.testing import CliRunner
 
 from pipeline.cli import main
-from pipeline.compare.compare import (CompareInputError, compare_metrics, family_of, paper_metrics, regressions, render,
-                              resolve_sides, tolerances_from_params)
+from pipeline.compare.compare import CompareInputError
+from pipeline.compare.keys import family_of
+from pipeline.compare.render import render
+from pipeline.compare.sides import paper_metrics, resolve_sides
+from pipeline.compare.verdicts import compare_metrics, regressions, tolerances_from_params
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
 
 from .conftest import REPO

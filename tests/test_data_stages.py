@@ -154,7 +154,7 @@ def test_prepare_refuses_an_unsafe_pickle_even_with_a_matching_hash(tmp_path, mo
     marker = tmp_path / "pwned"
     payload = gzip.compress(pickle.dumps(Exploit(marker), protocol=2))
     (raw / "mnist.pkl.gz").write_bytes(payload)
-    from pipeline import prepare as prepare_module
+    from pipeline.data import prepare as prepare_module
     forged = replace(prepare_module.MNIST_PKL, sha256=hashlib.sha256(payload).hexdigest(), bytes=len(payload))
     monkeypatch.setattr(prepare_module, "MNIST_PKL", forged)
     with pytest.raises(UnsafePickleError):

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.cluster.distribute import (DistributeError, ancestors, forget_lock_entries, parse_repro_output, read_stages,
-                                 require_clean_tree, set_profile)
+from pipeline.cluster.distribute import DistributeError
+from pipeline.cluster.workspace import forget_lock_entries, require_clean_tree, set_profile
+from pipeline.cluster.stage_graph import ancestors, parse_repro_output, read_stages
 
 from .conftest import COPIED, REPO, SHARED_DATA
 

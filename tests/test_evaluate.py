@@ -8,7 +8,7 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from pipeline import evaluate as evaluate_module
+from pipeline.evaluation import marginal_likelihood as evaluate_module
 from pipeline.cli import main
 from pipeline.evaluation.marginal_likelihood import COLUMNS, evaluate_run, settings_from_params
 from pipeline.plumbing.params import ParamsError, load_params

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from pipeline import download as download_module
-from pipeline import prepare as prepare_module
+from pipeline.data import download as download_module
+from pipeline.data import prepare as prepare_module
 from pipeline.cli import main
 from pipeline.data.sources import SourceFile
 from pipeline.data.download import DataDownloadError, download_all, fetch_verified

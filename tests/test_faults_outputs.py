@@ -16,9 +16,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from pipeline import bench as bench_module
-from pipeline import figures as figures_module
-from pipeline import report as report_module
+from pipeline.bench import bench as bench_module
+from pipeline.bench import contention as contention_module
+from pipeline.reporting import figures as figures_module
+from pipeline.reporting import report as report_module
 from pipeline.cli import main
 from pipeline.plumbing.files import staging_pattern
 from pipeline.plumbing.params import load_params
@@ -243,8 +244,8 @@ def competitors(monkeypatch):
         started.append(real_popen(*args, **kwargs))
         return started[-1]
 
-    monkeypatch.setattr(bench_module.subprocess, "Popen", popen)
-    monkeypatch.setattr(bench_module, "WATCH_SECONDS", 0.0)
+    monkeypatch.setattr(contention_module.subprocess, "Popen", popen)
+    monkeypatch.setattr(contention_module, "WATCH_SECONDS", 0.0)
     return started
 
 
@@ -256,9 +257,9 @@ def test_4_a_failing_measurement_still_kills_the_competitor_and_restores_the_thr
             assert competitors[0].poll() is None  # running while measured
             raise RuntimeError("measurement failed")
 
-    monkeypatch.setattr(bench_module, "algorithm_loop", lambda *args: (train, None))
+    monkeypatch.setattr(contention_module, "algorithm_loop", lambda *args: (train, None))
     with pytest.raises(RuntimeError, match="measurement failed"):
-        bench_module.contention_bench(torch.zeros(1, 784), torch.device("cpu"), chunk_steps=2, seconds=0,
+        contention_module.contention_bench(torch.zeros(1, 784), torch.device("cpu"), chunk_steps=2, seconds=0,
                                       settle_seconds=0)
     assert len(competitors) == 1 and competitors[0].poll() is not None
     assert torch.get_num_threads() == threads
@@ -266,18 +267,18 @@ def test_4_a_failing_measurement_still_kills_the_competitor_and_restores_the_thr
 
 def test_4_contention_reports_every_rate_and_restores_the_thread_count(competitors, monkeypatch):
     threads = torch.get_num_threads()
-    monkeypatch.setattr(bench_module, "algorithm_loop", lambda *args: (lambda n: time.sleep(1e-3 * n), None))
-    result = bench_module.contention_bench(torch.zeros(1, 784), torch.device("cpu"), rounds=2, chunk_steps=2,
+    monkeypatch.setattr(contention_module, "algorithm_loop", lambda *args: (lambda n: time.sleep(1e-3 * n), None))
+    result = contention_module.contention_bench(torch.zeros(1, 784), torch.device("cpu"), rounds=2, chunk_steps=2,
                                            seconds=0, settle_seconds=0)
     assert torch.get_num_threads() == threads
-    assert len(competitors) == 2 * len(bench_module.MODELS)  # one a round
+    assert len(competitors) == 2 * len(contention_module.MODELS)  # one a round
     assert all(process.poll() is not None for process in competitors)
-    assert set(result["models"]) == set(bench_module.MODELS)
+    assert set(result["models"]) == set(contention_module.MODELS)
     for entry in result["models"].values():
         assert set(entry["samples_per_second"]) == set(entry["threads"]) == {"quiet", "contended", "contended_pinned"}
         assert set(entry["ratios"]) == {"contended_over_quiet", "pinned_over_quiet"}
         assert all(len(rates["repeats"]) == 2 for rates in entry["samples_per_second"].values())
         numbers = [rates["median"] for rates in entry["samples_per_second"].values()] + [*entry["ratios"].values()]
         assert all(math.isfinite(v) and v > 0 for v in numbers)
-    lines = bench_module.contention_lines(result)
-    assert len(lines) == 1 + len(bench_module.MODELS) and all("pinned" in line for line in lines[1:])
+    lines = contention_module.contention_lines(result)
+    assert len(lines) == 1 + len(contention_module.MODELS) and all("pinned" in line for line in lines[1:])

@@ -10,8 +10,9 @@ import pytest
 from matplotlib.collections import PolyCollection
 from scipy import stats
 
-from pipeline import figures as figures_module
-from pipeline.reporting.figures import FIGURE_BAND_CAPTIONS, figure_2, figure_3, find_run, seed_count_text
+from pipeline.reporting import figures as figures_module
+from pipeline.reporting.figures import FIGURE_BAND_CAPTIONS, figure_2, figure_3, seed_count_text
+from pipeline.runs.results import find_run
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
 from pipeline.runs.directory import MissingRunError
 from pipeline.reporting.seed_statistics import summarize

@@ -54,7 +54,6 @@ import os
 import re
 import shutil
 import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -65,190 +64,17 @@ from pathlib import Path
 
 import yaml
 
+from pipeline.cluster.stage_graph import Stage, ancestors, parse_repro_output, read_stages
+from pipeline.cluster.workspace import (DistributeError, changed_stages, configure_checkout, default_remote,
+                                        dvc_command, forget_lock_entries, git_commit, require_clean_tree,
+                                        run_command, set_profile, tail)
 from pipeline.reporting.provenance import torch_build
 
-FANNED_OUT_COMMANDS = ("vaebench train", "vaebench evaluate marginal-likelihood")
-REMOTE_NAME = "vaebench_distribute"
 RECORDS_DIR = Path(".vaebench") / "distribute"
-LOG_TAIL_LINES = 40
-RUNNING = re.compile(r"Running stage '([^']+)'")
-RESTORED = re.compile(r"Stage '([^']+)' is cached - skipping run")
-UNCHANGED = re.compile(r"Stage '([^']+)' didn't change, skipping")
-PROFILE_LINE = re.compile(r"^profile:[ \t]*\S+[ \t]*(#.*)?$", re.MULTILINE)
-
-
-class DistributeError(RuntimeError):
-    """The distribute cannot go on: a dirty tree, a failed stage, a stage the run-cache lacks."""
 
 
 class StageFailedError(DistributeError):
     """A stage's command failed on a worker (its message carries the log's tail)."""
-
-
-# ------------------------------------------------------------------------------ the stage graph
-@dataclass
-class Stage:
-    """One stage of dvc.yaml (matrix entries resolved), as DVC's own index reads it."""
-
-    name: str
-    cmd: str
-    deps: list[str]
-    outs: list[str]
-    upstream: list[str] = field(default_factory=list)  # the stages whose outputs it reads
-
-    @property
-    def fanned_out(self) -> bool:
-        return self.cmd.startswith(FANNED_OUT_COMMANDS)
-
-    @property
-    def trains(self) -> bool:
-        return self.cmd.startswith("vaebench train")
-
-
-def _inside(path: str, folder: str) -> bool:
-    return path == folder or path.startswith(folder.rstrip("/") + "/")
-
-
-def read_stages(root: Path) -> dict[str, Stage]:
-    """The pipeline's stages in dvc.yaml order, each with the stages it reads from (a dependency
-    equal to, inside, or containing another stage's output)."""
-    from dvc.repo import Repo
-
-    with Repo(str(root)) as repo:
-        stages = {s.name: Stage(s.name, s.cmd if isinstance(s.cmd, str) else " && ".join(s.cmd),
-                                      [d.def_path for d in s.deps], [o.def_path for o in s.outs])
-                  for s in repo.index.stages if getattr(s, "cmd", None)}
-    for stage in stages.values():
-        stage.upstream = [other.name for other in stages.values() if other is not stage and any(
-            _inside(dep, out) or _inside(out, dep) for dep in stage.deps for out in other.outs)]
-    return stages
-
-
-def ancestors(stages: dict[str, Stage], names: list[str]) -> set[str]:
-    """``names`` and every stage they read from, transitively."""
-    seen, todo = set(), list(names)
-    while todo:
-        name = todo.pop()
-        if name not in seen:
-            seen.add(name)
-            todo += stages[name].upstream
-    return seen
-
-
-def parse_repro_output(text: str) -> dict[str, str]:
-    """Which stages a ``dvc repro`` ran, restored from the run-cache, or found unchanged."""
-    result = {}
-    for pattern, verdict in ((UNCHANGED, "unchanged"), (RESTORED, "restored"), (RUNNING, "ran")):
-        for name in pattern.findall(text):
-            result[name] = verdict
-    return result
-
-
-# ---------------------------------------------------------------------------- git, dvc, params
-def run_command(args: list[str], cwd: Path, env: dict | None = None, log: Path | None = None,
-                check: bool = True) -> subprocess.CompletedProcess:
-    """Run a command; its output goes to ``log`` (appended) as well as into the result. A failure
-    raises :class:`DistributeError` with the command and the output's tail."""
-    result = subprocess.run(args, cwd=cwd, env=env, text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    if log is not None:
-        with open(log, "a") as handle:
-            handle.write(f"$ {' '.join(args)}\n{result.stdout}\n[exit {result.returncode}]\n")
-    if check and result.returncode != 0:
-        raise DistributeError(f"`{' '.join(args)}` exited {result.returncode} in {cwd}:\n{tail(result.stdout)}")
-    return result
-
-
-def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    return "\n".join(text.rstrip().splitlines()[-lines:])
-
-
-def dvc_command(*args: str) -> list[str]:
-    return [sys.executable, "-m", "dvc", *args]
-
-
-def git_commit(root: Path) -> str:
-    return run_command(["git", "rev-parse", "HEAD"], root).stdout.strip()
-
-
-# What the coordinator itself rewrites (the workers get dvc.lock by value): a re-run after an
-# interrupted distribute finds them changed, and that is no reason to refuse.
-PIPELINE_OUTPUTS = ("dvc.lock", "reports/")
-
-
-def require_clean_tree(root: Path, profile: str | None = None) -> None:
-    """Refuse uncommitted changes and untracked files: the workers check out the commit. The
-    pipeline's own outputs (:data:`PIPELINE_OUTPUTS`) do not count, nor params.yaml when it differs
-    from the commit's only by ``profile:`` set to ``profile`` (what ``--profile`` itself does)."""
-    status = run_command(["git", "status", "--porcelain"], root).stdout.splitlines()
-    changed = [line[3:] for line in status if not line[3:].startswith(PIPELINE_OUTPUTS)]
-    if "params.yaml" in changed and profile and _only_the_profile_differs(root, profile):
-        changed.remove("params.yaml")
-    if changed:
-        listed = ", ".join(changed[:8]) + (" ..." if len(changed) > 8 else "")
-        raise DistributeError(
-            f"the git tree at {root} has uncommitted changes ({listed}): the workers check out the commit, so "
-            f"these would not run there. Commit them (or stash them) and run `vaebench distribute` again")
-
-
-def _only_the_profile_differs(root: Path, profile: str) -> bool:
-    committed = run_command(["git", "show", "HEAD:params.yaml"], root, check=False)
-    if committed.returncode != 0 or not PROFILE_LINE.search(committed.stdout):
-        return False
-    return PROFILE_LINE.sub(f"profile: {profile}", committed.stdout, count=1) == (root / "params.yaml").read_text()
-
-
-def set_profile(params_path: Path, profile: str) -> None:
-    """Set params.yaml's top-level ``profile:`` line, leaving every other line (and comment) as it is."""
-    text = params_path.read_text()
-    if not PROFILE_LINE.search(text):
-        raise DistributeError(f"{params_path} has no top-level `profile:` line to set; add one (profile: default)")
-    params_path.write_text(PROFILE_LINE.sub(f"profile: {profile}", text, count=1))
-
-
-def configure_checkout(repo: Path, url: str, cache_dir: Path | None = None) -> None:
-    """Make ``url`` this checkout's default DVC remote (and ``cache_dir`` its cache), in
-    .dvc/config.local, which is never committed (DVC's own config API: no DVC process to start)."""
-    from dvc.config import Config
-
-    with Config(dvc_dir=str(repo / ".dvc")).edit("local") as conf:
-        conf["remote"][REMOTE_NAME] = {"url": url}
-        conf["core"]["remote"] = REMOTE_NAME
-        if cache_dir is not None:
-            conf["cache"]["dir"] = str(cache_dir)
-
-
-def default_remote(root: Path) -> str | None:
-    """The URL of the repository's default DVC remote, if it has one."""
-    name = run_command(dvc_command("remote", "default"), root, check=False).stdout.strip()
-    if not name:
-        return None
-    for line in run_command(dvc_command("remote", "list"), root, check=False).stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 2 and parts[0] == name:
-            return parts[1]
-    return None
-
-
-def forget_lock_entries(lock_path: Path, names: list[str]) -> None:
-    """Drop these stages' entries from a dvc.lock: DVC then treats them as new and restores them from
-    the run-cache (or runs them), rather than trying to pull the outputs an older run recorded."""
-    if not lock_path.exists():
-        return
-    lock = yaml.safe_load(lock_path.read_text()) or {}
-    stages = lock.get("stages") or {}
-    if any(name in stages for name in names):
-        for name in names:
-            stages.pop(name, None)
-        lock_path.write_text(yaml.safe_dump(lock, sort_keys=False))
-
-
-def changed_stages(root: Path, names: list[str]) -> set[str]:
-    """The stages among ``names`` that ``dvc status`` says need work (changed or missing outputs)."""
-    if not names:
-        return set()
-    result = run_command(dvc_command("status", "--json", *names), root)
-    return set(json.loads(result.stdout or "{}")) & set(names)
 
 
 # ------------------------------------------------------------------------------ the worker task

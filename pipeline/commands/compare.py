@@ -1,5 +1,6 @@
-"""``vaebench compare BASE NEW`` (see :mod:`pipeline.compare.compare`). Exit status: 0 nothing regressed,
-1 something did, 2 a usage or input error (the message names the bad input)."""
+"""``vaebench compare BASE NEW`` (see :mod:`pipeline.compare.compare`, the package's overview). Exit
+status: 0 nothing regressed, 1 something did, 2 a usage or input error (the message names the bad
+input)."""
 from __future__ import annotations
 
 import sys
@@ -8,8 +9,11 @@ from pathlib import Path
 import click
 
 from pipeline.commands.options import params_option
-from pipeline.compare.compare import (CompareInputError, compare_metrics, regressions, render, resolve_environment_change,
-                      resolve_sides, tolerances_from_params)
+from pipeline.compare.compare import CompareInputError
+from pipeline.compare.environment import resolve_environment_change
+from pipeline.compare.render import render
+from pipeline.compare.sides import resolve_sides
+from pipeline.compare.verdicts import compare_metrics, regressions, tolerances_from_params
 from pipeline.plumbing.params import ParamsError, load_params
 
 

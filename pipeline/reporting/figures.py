@@ -29,7 +29,6 @@ panel can be read against the paper's directly. Choices:
 """
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
@@ -46,9 +45,8 @@ from pipeline.plumbing.files import staged_folder, write_json  # noqa: E402
 from pipeline.plumbing.params import lookup  # noqa: E402
 from pipeline.reporting.reference import REFERENCE_DIR, Reference  # noqa: E402
 from pipeline.runs.config import dataset_spec  # noqa: E402
-from pipeline.runs.directory import (CONFIG_FILE, MissingRunError, final_checkpoint, load_checkpoint,  # noqa: E402
-                            model_from_checkpoint, read_run_config)
-from pipeline.runs.results import load_curves, load_marginal_likelihoods  # noqa: E402
+from pipeline.runs.directory import MissingRunError  # noqa: E402
+from pipeline.runs.results import find_run, load_curves, load_final_model, load_marginal_likelihoods  # noqa: E402
 from pipeline.reporting.seed_statistics import summarize_frame  # noqa: E402
 
 FIGURES_INDEX = "figures.json"
@@ -301,47 +299,6 @@ def save_figure(fig: plt.Figure, directory: Path, name: str, dpi: int = 110) -> 
     return paths
 
 
-
-_SEED_DIR = re.compile(r"seed(\d+)")
-
-
-def seed_directories(configuration_dir: Path) -> list[Path]:
-    """The ``seed<N>/`` run directories (those holding a config.json) of one configuration's
-    directory, by seed number (seed2 before seed10)."""
-    configuration_dir = Path(configuration_dir)
-    if not configuration_dir.is_dir():
-        return []
-    seeds = []
-    for path in configuration_dir.iterdir():
-        match = _SEED_DIR.fullmatch(path.name)
-        if match and (path / CONFIG_FILE).is_file():
-            seeds.append((int(match.group(1)), path))
-    return [path for _, path in sorted(seeds)]
-
-
-def find_run(runs_root: Path, experiment: str, dataset: str, nz: int, algorithm: str = "aevb") -> Path:
-    """The run directory of one configuration's first seed (the lowest seed number):
-    ``runs_root/experiment/<dataset>_nz<nz>_<algorithm>/seed<N>/``. A configuration directory
-    named otherwise is found by its first seed's config.json."""
-    root = Path(runs_root) / experiment
-    seeds = seed_directories(root / f"{dataset}_nz{nz}_{algorithm}")
-    if seeds:
-        return seeds[0]
-    for configuration_dir in sorted(root.iterdir()) if root.is_dir() else []:
-        seeds = seed_directories(configuration_dir)
-        if seeds:
-            config = read_run_config(seeds[0])
-            if (config.dataset, config.z_dim, config.algorithm) == (dataset, nz, algorithm):
-                return seeds[0]
-    raise MissingRunError(f"no {algorithm} run of {dataset} with Nz = {nz} under {root} (looked for "
-                          f"{root / f'{dataset}_nz{nz}_{algorithm}'}/seed<N>/{CONFIG_FILE}): "
-                          f"run `dvc repro` (the figures need it)")
-
-
-def load_final_model(run_dir: Path):
-    """A run's model at the end of its budget, in float64 on the CPU."""
-    config = read_run_config(run_dir)
-    return model_from_checkpoint(config, load_checkpoint(final_checkpoint(run_dir))).double()
 
 
 def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path = REFERENCE_DIR,

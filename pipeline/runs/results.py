@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipeline.runs.directory import (CURVE_FILE, FINAL_FILE, MissingRunError, marginal_likelihood_path, run_directories,
-                            run_identity)
+from pipeline.runs.directory import (CONFIG_FILE, CURVE_FILE, FINAL_FILE, MissingRunError, final_checkpoint,
+                                     load_checkpoint, marginal_likelihood_path, model_from_checkpoint, read_run_config,
+                                     run_directories, run_identity, seed_directories)
 
 
 CURVE_COLUMNS = ["samples_seen", "wall_seconds", "split", "metric", "value"]
@@ -79,3 +80,28 @@ def load_marginal_likelihoods(runs_root: Path, experiment: str = "fig3", missing
             return pd.DataFrame(columns=MARGINAL_LIKELIHOOD_COLUMNS + IDENTITY_COLUMNS)
         raise MissingRunError(f"no trained runs under {Path(runs_root) / experiment}: run `dvc repro` first")
     return pd.concat(frames, ignore_index=True)
+
+
+def find_run(runs_root: Path, experiment: str, dataset: str, nz: int, algorithm: str = "aevb") -> Path:
+    """The run directory of one configuration's first seed (the lowest seed number):
+    ``runs_root/experiment/<dataset>_nz<nz>_<algorithm>/seed<N>/``. A configuration directory
+    named otherwise is found by its first seed's config.json."""
+    root = Path(runs_root) / experiment
+    seeds = seed_directories(root / f"{dataset}_nz{nz}_{algorithm}")
+    if seeds:
+        return seeds[0]
+    for configuration_dir in sorted(root.iterdir()) if root.is_dir() else []:
+        seeds = seed_directories(configuration_dir)
+        if seeds:
+            config = read_run_config(seeds[0])
+            if (config.dataset, config.z_dim, config.algorithm) == (dataset, nz, algorithm):
+                return seeds[0]
+    raise MissingRunError(f"no {algorithm} run of {dataset} with Nz = {nz} under {root} (looked for "
+                          f"{root / f'{dataset}_nz{nz}_{algorithm}'}/seed<N>/{CONFIG_FILE}): "
+                          f"run `dvc repro` (the figures need it)")
+
+
+def load_final_model(run_dir: Path):
+    """A run's model at the end of its budget, in float64 on the CPU."""
+    config = read_run_config(run_dir)
+    return model_from_checkpoint(config, load_checkpoint(final_checkpoint(run_dir))).double()
