@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The whole GPU check (README, "On a GPU"), as one command on a machine with a CUDA GPU:
+# The whole GPU check (docs/gpu.md), as one command on a machine with a CUDA GPU:
 #   scripts/gpu_check.sh OUT_DIR [SECONDS]
 # 1. the device tests (tests/test_devices.py --device cuda): every device-specific path on the GPU;
 # 2. `vaebench bench --device cuda`: samples/s per algorithm and model, and the fraction of the

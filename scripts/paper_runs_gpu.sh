@@ -1,19 +1,19 @@
 #!/usr/bin/env bash
 # Issue 17's device run, as one command on a machine with a CUDA GPU and many cores:
 #   scripts/paper_runs_gpu.sh OUT_DIR [SECONDS]
-# 1. On the GPU, the paper profile's AEVB runs that fit (README, "The paper's budget"): Figure 3 at
+# 1. On the GPU, the paper profile's AEVB runs that fit (docs/gpu.md): Figure 3 at
 #    both Ntrain (6x10^7 samples, seeds 1-3 stacked in one process), each followed by Appendix D at
 #    every checkpoint (the paper profile's marginal-likelihood settings), and Figure 2's MNIST
 #    Nz = 20 (10^8 samples, seeds 1-3 stacked). Cut at the deadline (SECONDS, default 540, from the
 #    start; training stops 120 s before it), never extrapolated: an unfinished run keeps its curve
 #    so far and is reported "not run". (Figure 3's wake-sleep, whose eager GPU step is too slow for
-#    this window, trains on a CPU: README, "The paper's budget".)
+#    this window, trains on a CPU: docs/gpu.md.)
 # 2. On the CPU cores beside it, one thread each: the experiments that explain the trailing MNIST
-#    panels of Figure 2 (README, "Fidelity"): the default profile's budget with a fixed step size,
+#    panels of Figure 2 (docs/fidelity.md): the default profile's budget with a fixed step size,
 #    other seeds, N(0, 0.1^2) initialisation, and binarize: dynamic.
 # 3. The device tests (tests/test_devices.py --device cuda).
 # (Branch cuda-graphs holds a CUDA-graph replay of the stacked AEVB update, written for this run and
-# tested on the CPU only: no GPU was lent when it was to run. README, "The paper's budget".)
+# tested on the CPU only: no GPU was lent when it was to run. docs/gpu.md.)
 # Writes into OUT_DIR: environment.json, tests.log, runs.log, train_*.log, ml_*.log,
 # paper_runs.tar.gz (run directories without checkpoints, marginal-likelihood rows),
 # experiments.tar.gz. Data from $VAEBENCH_DATA_MIRRORS (mnist.pkl.gz and freyfaces.pkl, verified

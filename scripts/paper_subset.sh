@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The paper profile's Figure 3 AEVB and wake-sleep at the paper's budget, on a CPU, and their report
-# (README, "The paper's budget"):
+# (docs/paper-budget.md):
 #   scripts/paper_subset.sh [RUNS_DIR] [REPORT_DIR]       (defaults: runs-paper, reports/paper)
 # A named subset of the `paper` profile with its budgets: Figure 3 (MNIST, Nz = 3, 100 hidden
 # units) AEVB and wake-sleep at Ntrain = 1,000 and 50,000, 6x10^7 samples each, seed 1 (the

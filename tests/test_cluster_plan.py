@@ -1,35 +1,40 @@
-"""``vaebench cluster-plan`` (pipeline/cluster/plan.py): list scheduling on hand-made stage graphs
-whose answers are worked out by hand, the scaling of measured costs from one profile's budgets to
-another's, and the command on the committed reports/default/provenance.json."""
+"""``vaebench cluster-plan`` (pipeline/cluster/plan.py and the modules it puts together): list
+scheduling on hand-made stage graphs whose answers are worked out by hand, the scaling of measured
+costs from one profile's budgets to another's, and the command on the committed
+reports/default/provenance.json."""
 from __future__ import annotations
 
+import ast
+import collections
 import copy
 import json
 
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cluster.plan import (
-    CostsError,
-    MeasuredCosts,
-    Stage,
-    configuration_rates,
-    configurations,
-    critical_path,
-    list_schedule,
+from pipeline.cluster import measured_costs, training_stages
+from pipeline.cluster.cost_model import (
     marginal_likelihood_seed_work,
     marginal_likelihood_stage_seconds,
-    plan_cluster,
-    resolve_costs_params,
-    scaled_stages,
     seeds_wall_factor,
     training_work,
-    with_profile,
 )
+from pipeline.cluster.measured_costs import (
+    CostsError,
+    MeasuredCosts,
+    configuration_rates,
+    params_at_commit,
+    resolve_costs_params,
+)
+from pipeline.cluster.plan import plan_cluster, scaled_stages
+from pipeline.cluster.scheduling import Stage, critical_path, list_schedule
+from pipeline.cluster.training_stages import configurations, with_profile
 from pipeline.commands.cluster_plan import cluster_plan
 from pipeline.evaluation.marginal_likelihood import settings_from_params
+from pipeline.plumbing.git import GitUnavailableError, head_commit
 from pipeline.plumbing.params import load_params
 from pipeline.runs.config import configuration_seeds
+from pipeline.runs.configurations import expected_configurations
 
 from .conftest import REPO
 
@@ -202,7 +207,7 @@ def test_a_profile_scaled_to_itself_keeps_the_measured_training_costs(params):
 
 
 def test_one_seed_training_scaled_from_default_to_paper_by_hand(params):
-    # default: one seed of MNIST Nz = 3 wake-sleep measured 100 s; 10% evaluation (README), 90% for
+    # default: one seed of MNIST Nz = 3 wake-sleep measured 100 s; 10% evaluation (docs/speed.md), 90% for
     # 10^6 samples + a 3 x 50,000-sample trial; 11 evaluations (10^4 .. 10^6, 5 per decade) x 20,000 points
     seconds_per_sample = 90.0 / (1_000_000 + 3 * 50_000)
     seconds_per_point = 10.0 / (11 * 20_000)
@@ -378,3 +383,78 @@ def test_command_names_a_missing_costs_file(monkeypatch, tmp_path):
     result = _invoke("--costs", str(tmp_path / "nothing.json"), monkeypatch=monkeypatch, tmp_path=tmp_path)
     assert result.exit_code == 1
     assert "not found" in result.output and "--costs" in result.output
+
+
+# --- one listing of configurations, each resolved once; git through pipeline/plumbing/git.py ----
+
+PLAN_MODULES = ("scheduling", "training_stages", "cost_model", "measured_costs", "plan")  # bottom to top
+
+
+def test_the_plan_modules_import_only_downward_and_stay_short():
+    for level, name in enumerate(PLAN_MODULES):
+        text = (REPO / "pipeline" / "cluster" / f"{name}.py").read_text()
+        tree = ast.parse(text)
+        imported = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        imported |= {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        cluster = {module.rsplit(".", 1)[1] for module in imported if module.startswith("pipeline.cluster.")}
+        assert cluster <= set(PLAN_MODULES[:level]), f"pipeline/cluster/{name}.py imports {cluster}"
+        if name == "scheduling":
+            assert not {m for m in imported if m.split(".")[0] in ("pipeline", "vae_core", "baselines")}
+        assert len(text.splitlines()) <= 450, f"pipeline/cluster/{name}.py has {len(text.splitlines())} lines"
+
+
+def test_the_plan_lists_the_configurations_the_report_lists(params):
+    for profile in ("default", "paper", "smoke"):
+        chosen = with_profile(params, profile)
+        expected = expected_configurations(chosen)
+        planned = configurations(chosen)
+        assert [(c.folder, c.run_name) for c in planned] == list(zip(expected.experiment_dir, expected.configuration))
+        assert [c.seeds(chosen) for c in planned] == list(expected.seeds)
+        assert all(type(c.nz) is int and (c.ntrain is None or type(c.ntrain) is int) for c in planned)
+
+
+@pytest.mark.parametrize("without_study_costs", [False, True])
+def test_each_configuration_is_resolved_once_per_params(params, monkeypatch, without_study_costs):
+    calls = collections.Counter()
+    real = training_stages.build_run_config
+
+    def counting(chosen, experiment, dataset, algorithm, z_dim, ntrain=None, *args, **kwargs):
+        calls[(chosen["profile"], chosen["training"]["binarize"], experiment, dataset, algorithm, z_dim, ntrain)] += 1
+        return real(chosen, experiment, dataset, algorithm, z_dim, ntrain, *args, **kwargs)
+
+    monkeypatch.setattr(training_stages, "build_run_config", counting)
+    measured = _measured(params)
+    if without_study_costs:  # the study takes its Figure 2 twins' rates: the twins are not resolved again
+        for name in STUDY_STAGES:
+            del measured.stage_seconds[name]
+    scaled = scaled_stages(with_profile(params, "paper"), with_profile(params, "default"), measured, cores_per_worker=2)
+    assert calls and max(calls.values()) == 1, [key for key, n in calls.items() if n > 1]
+    assert any("costed as" in note for note in scaled.notes) == without_study_costs
+
+
+def test_params_at_commit_reads_params_yaml_through_the_git_helper():
+    if head_commit(REPO) is None:
+        pytest.skip("not a git checkout")
+    at_head = params_at_commit("HEAD", REPO)
+    assert isinstance(at_head, dict) and "profiles" in at_head
+
+
+@pytest.mark.parametrize("answer", [
+    GitUnavailableError("git is not available"),  # git cannot run
+    (None, "fatal: invalid object name"),  # git cannot show it
+    ("- a list, not a mapping\n", ""),
+    ("profiles: {default: [unclosed\n", ""),  # not YAML
+])
+def test_params_at_commit_is_none_where_git_cannot_give_a_params_mapping(monkeypatch, answer):
+    def show_file(revision, path, repo, timeout=60):
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    monkeypatch.setattr(measured_costs, "show_file", show_file)
+    assert params_at_commit("6e3e834", REPO) is None
+
+
+def test_params_at_commit_is_none_for_an_option_or_a_folder_without_git(tmp_path):
+    assert params_at_commit("--output=/tmp/x", REPO) is None
+    assert params_at_commit("0" * 40, tmp_path) is None

@@ -9,8 +9,9 @@ from click.testing import CliRunner
 
 from pipeline.cli import main
 from pipeline.compare.compare import CompareInputError
+from pipeline.compare.environment import read_environment
 from pipeline.compare.keys import family_of
-from pipeline.compare.sides import paper_metrics
+from pipeline.compare.sides import paper_metrics, read_side
 from pipeline.compare.verdicts import compare_metrics, tolerances_from_params
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
 
@@ -172,6 +173,42 @@ def test_reads_a_git_revision_without_checking_it_out(tmp_path, files):
     assert {m["key"]: m["verdict"] for m in json.loads(result.output)["metrics"]} == EXPECTED
     assert run("rev:HEAD~1:reports/smoke/metrics.json", "rev:HEAD~1", *params).exit_code == 0
     assert json.loads((repo / "reports" / "smoke" / "metrics.json").read_text()) == NEW  # working tree untouched
+
+
+def test_an_option_like_revision_is_refused_before_git_sees_it(tmp_path, files):
+    repo = tmp_path / "repo"
+    (repo / "reports" / "smoke").mkdir(parents=True)
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (repo / "reports" / "smoke" / "metrics.json").write_text(json.dumps(BASE))
+    git("add", ".")
+    git("commit", "-q", "-m", "base")
+    trap = tmp_path / "trap"
+    trap.mkdir()
+    # unchecked, git would run `git show --output=<trap>/written:x.json` and write that file
+    spec = f"rev:--output={trap / 'written'}:x.json"
+    result = run("rev:HEAD", spec, "--params", files / "params.yaml", "--repo", repo, "--profile", "smoke")
+    assert list(trap.iterdir()) == []  # no file named by --output was created
+    assert result.exit_code == 2, result.output
+    assert "is not a git revision" in result.output and "--output=" in result.output
+    with pytest.raises(CompareInputError, match="is not a git revision"):
+        read_side(spec, repo, "smoke")
+    with pytest.raises(CompareInputError, match="is not a git revision"):
+        read_environment(f"rev:--output={trap / 'provenance'}:metrics.json", repo, "smoke")
+    assert list(trap.iterdir()) == []
+
+
+def test_a_revision_where_git_cannot_run_is_an_input_error_naming_the_side(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path / "no-git-here"))
+    with pytest.raises(CompareInputError, match=r"'rev:HEAD~1': git is not available"):
+        read_side("rev:HEAD~1", tmp_path, "smoke")
+    with pytest.raises(CompareInputError, match=r"'rev:HEAD': git is not available"):
+        read_environment("rev:HEAD", tmp_path, "smoke")
 
 
 def test_the_paper_side_is_read_at_the_other_sides_budget():

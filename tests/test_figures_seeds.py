@@ -10,7 +10,7 @@ import pytest
 from matplotlib.collections import PolyCollection
 from scipy import stats
 
-from pipeline.reporting import figures as figures_module
+from pipeline.runs import results as results_module
 from pipeline.reporting.figures import FIGURE_BAND_CAPTIONS, figure_2, figure_3, seed_count_text
 from pipeline.runs.results import find_run
 from pipeline.reporting.reference import REFERENCE_DIR, Reference
@@ -247,6 +247,6 @@ def test_find_run_finds_a_configuration_named_otherwise_by_its_config(tmp_path, 
         dataset, nz, algorithm = stored[run_dir.parent.name]
         return SimpleNamespace(dataset=dataset, z_dim=nz, algorithm=algorithm)
 
-    monkeypatch.setattr(figures_module, "read_run_config", read_run_config)
+    monkeypatch.setattr(results_module, "read_run_config", read_run_config)
     assert find_run(tmp_path, "fig2", "mnist", 2) == tmp_path / "fig2" / "mnist_nz2_h500_aevb" / "seed2"
     assert find_run(tmp_path, "fig2", "mnist", 2, "wake_sleep").parent.name == "mnist_nz2_h500_wake_sleep"

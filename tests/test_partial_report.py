@@ -1,4 +1,4 @@
-"""A partial set of runs (README, "The paper's budget"), the binarization study, and the
+"""A partial set of runs (docs/paper-budget.md), the binarization study, and the
 configurations a profile asks for: constructed data, then the smoke profile's real runs."""
 import json
 import shutil

@@ -72,7 +72,7 @@ def test_smoke_pipeline_trains_every_configuration(smoke_repo):
         if name.endswith("seed2"):
             assert not curves[name].equals(curves[name.replace("seed2", "seed1")]), name
     # The smoke profile's budget is 5 minutes on 2 cores; it takes about 3 on a quiet machine here
-    # (README). Wall time on a shared CI machine varies far more than that margin (the same commit
+    # (docs/compare.md, "The CI gate"). Wall time on a shared CI machine varies far more than that margin (the same commit
     # took 180 s and 313 s), so this guard fails only on a real regression -- past twice the
     # budget -- and the fixture writes the time beside the smoke report, where .ci/run prints it.
     assert elapsed < 2 * SMOKE_BUDGET_SECONDS, (
@@ -158,7 +158,7 @@ def test_the_smoke_report_matches_the_committed_one(smoke_repo):
     as committed (throughput over a 20,000-sample run is not a speed benchmark: `vaebench bench`)."""
     repo, env, _, _ = smoke_repo
     committed = REPO / "reports" / "smoke"
-    assert (committed / "metrics.json").is_file(), "commit the smoke report (see README: the CI gate)"
+    assert (committed / "metrics.json").is_file(), "commit the smoke report (see docs/compare.md: the CI gate)"
     result = vaebench_compare(committed, repo / "reports" / "smoke", "--exclude", "speed/*",
                               "--params", REPO / "params.yaml", cwd=REPO, env=env)
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]

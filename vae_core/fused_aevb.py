@@ -71,7 +71,7 @@ class _Workspace:
     Not an optimization of the arithmetic but of the allocator and of per-operation overhead: a
     (100, 784) float32 intermediate is 313 kB, above glibc's initial mmap threshold, so a loop
     that allocates its intermediates at every step is at the mercy of the allocator's state
-    (README, "Speed"); making the views once saves about 20 of the update's 50 operations.
+    (docs/speed.md); making the views once saves about 20 of the update's 50 operations.
     """
 
     def __init__(self, x: torch.Tensor, hidden: int, z_dim: int, out: int, gaussian: bool):

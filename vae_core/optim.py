@@ -19,7 +19,7 @@ How the open points are filled (docs/protocol.md, sections 2 and 8), following t
 The update is :func:`adagrad_update_`: torch's own fused Adagrad kernel (``torch._fused_adagrad_``,
 the kernel behind ``torch.optim.Adagrad(fused=True)``: one pass over parameter, gradient and
 accumulator) called directly, not through ``torch.optim``: constructing a ``torch.optim``
-optimizer imports TorchDynamo, seconds of start-up per process (README, "Speed"), and its
+optimizer imports TorchDynamo, seconds of start-up per process (docs/method.md), and its
 per-group learning rate cannot vary along a stacked run dimension (vae_core.fused_aevb). Where
 the fused kernel is missing, torch's ``_foreach`` ops compute the same update.
 """

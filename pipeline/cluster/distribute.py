@@ -1,5 +1,5 @@
 """``vaebench distribute``: the pipeline's training and marginal-likelihood stages fanned out to Dask
-workers, with DVC's run-cache as the ledger (README, "Running the paper profile on a cluster").
+workers, with DVC's run-cache as the ledger (docs/cluster.md).
 
 DVC has no remote execution, and two ``dvc repro`` in one workspace collide on its lock. What it does
 have for results computed elsewhere is its **run-cache**: a record, per stage, of the outputs that a

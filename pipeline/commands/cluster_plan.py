@@ -7,9 +7,11 @@ from pathlib import Path
 
 import click
 
+from pipeline.cluster.cost_model import DEFAULT_CORES_PER_WORKER, TASK_OVERHEAD_SECONDS
+from pipeline.cluster.measured_costs import load_measured_costs, resolve_costs_params
+from pipeline.cluster.plan import DEFAULT_WORKERS, ClusterPlan, plan_cluster, scaled_stages
+from pipeline.cluster.training_stages import with_profile
 from pipeline.commands.options import params_option, user_errors
-from pipeline.cluster.plan import (DEFAULT_CORES_PER_WORKER, DEFAULT_WORKERS, TASK_OVERHEAD_SECONDS, ClusterPlan,
-                           load_measured_costs, plan_cluster, resolve_costs_params, scaled_stages, with_profile)
 from pipeline.plumbing.params import load_params
 
 DEFAULT_COSTS = Path("reports/default/provenance.json")

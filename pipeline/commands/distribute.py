@@ -1,5 +1,5 @@
 """``vaebench distribute``: the pipeline on Dask workers, DVC's run-cache as the ledger
-(:mod:`pipeline.cluster.distribute`; README, "Running the paper profile on a cluster")."""
+(:mod:`pipeline.cluster.distribute`; docs/cluster.md)."""
 from __future__ import annotations
 
 from pathlib import Path

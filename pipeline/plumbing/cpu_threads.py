@@ -20,7 +20,7 @@ tests/test_seeds.py::test_a_resumed_run_keeps_its_thread_count).
 regions, each ending at a barrier where each of torch's threads must arrive. With another busy
 process on the same cores a thread is descheduled for a whole time slice and every barrier waits
 for it: on a 2-core machine the Figure 2 MNIST update fell to about a quarter of its quiet rate
-with two threads and kept about three quarters with one (README, "Speed"). So
+with two threads and kept about three quarters with one (docs/speed.md, "Beside a busy process"). So
 :class:`ThreadGovernor` can set torch's thread count to the cores that other processes leave
 free: from ``/proc/stat`` it takes the busy time of all CPUs (steal time included) since its last
 look, subtracts this process's own CPU time, and rounds the cores left; at least one, at most the

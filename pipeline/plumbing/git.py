@@ -34,7 +34,7 @@ def run_git(args: list[str], repo: str | Path, timeout: float = 60) -> subproces
 
 def show_file(revision: str, path: str, repo: str | Path, timeout: float = 60) -> tuple[str | None, str]:
     """The text of ``path`` at ``revision`` (``None`` when git cannot show it) and git's last word."""
-    result = run_git(["show", f"{check_revision(revision)}:{path}", "--"], repo, timeout)
+    result = run_git(["show", f"{check_revision(revision)}:{path}"], repo, timeout)
     if result.returncode == 0:
         return result.stdout, ""
     return None, result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "git show failed"

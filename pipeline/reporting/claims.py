@@ -22,7 +22,7 @@ log x, Figure 3 on linear x): "pass"/"fail", or "not on the paper's axes" when t
 do not reach this budget. The agreement of the two verdicts is the reproduction result of a
 reduced-budget profile (:func:`pipeline.reporting.paper_claims.agreement`).
 
-Definitions (also in the README):
+Definitions (also in docs/report.md):
 
 - **aevb_better_bound** (Figure 2): in every panel AEVB's final lower bound exceeds wake-sleep's,
   on the training and on the test set, by more than ``better_bound_margin`` nats.

@@ -147,7 +147,7 @@ def figure_2(curves: pd.DataFrame, reference: Reference, mnist_nz: list[int], fr
                     ax.plot(paper.training_samples_evaluated, paper.lower_bound_per_datapoint,
                             SPLIT_STYLES[split], color=colour, lw=0.8, alpha=0.45,
                             label=f"paper: {legend_label(algorithm, split)}")
-            if panel.empty:  # a partial set of runs (README, "The paper's budget"): said, not drawn
+            if panel.empty:  # a partial set of runs (docs/paper-budget.md): said, not drawn
                 ax.text(0.5, 0.5, "not run", transform=ax.transAxes, ha="center", va="center", color="0.4")
             means = pd.concat(means)
             # the lower edge ignores the first evaluations (far below the printed range early on)
@@ -309,7 +309,7 @@ def make_figures(runs_root: Path, out: Path, params: dict, reference_dir: Path =
     together once all are drawn (:func:`pipeline.plumbing.files.staged_folder`, figures.json last): a run
     that fails midway (a missing Figure 4 run, say) leaves the previous figures as they were.
 
-    ``partial`` (a partial set of runs, README "The paper's budget"): a figure whose runs are all
+    ``partial`` (a partial set of runs, docs/paper-budget.md): a figure whose runs are all
     missing is not drawn (``figures.json`` lists it under ``not_drawn`` with the reason), a panel
     without runs says "not run"; unfinished runs are left out (:mod:`pipeline.runs.results`)."""
     start = time.perf_counter()

@@ -191,7 +191,7 @@ def binarization_blocks(table: pd.DataFrame, verdicts: pd.DataFrame) -> list[Blo
                    "AEVB test curve at the same number of training samples, over the points where the paper's axes "
                    "show it (log-x interpolation, never extrapolated). A dynamically binarized model is evaluated on "
                    "one fixed binarization of the test subset: its bound is of binary images. docs/protocol.md, "
-                   "section 8; README, \"Fidelity\"."),
+                   "section 8; docs/fidelity.md."),
         Block("p", study_summary(table, verdicts)),
         Block("table", shown),
         *([Block("table", verdicts)] if not verdicts.empty else []),
@@ -322,7 +322,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
     metrics.json last (``vaebench compare`` reads it): a report that fails midway leaves the
     previous one whole.
 
-    ``partial``: a partial set of runs (README, "The paper's budget"): missing and unfinished runs
+    ``partial``: a partial set of runs (docs/paper-budget.md): missing and unfinished runs
     are left out, listed as "not run" in a table of the profile's configurations, and the claims
     that compare them are not judged (pipeline.runs.configurations, pipeline.reporting.claims.mark_not_run)."""
     start = time.perf_counter()

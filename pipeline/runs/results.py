@@ -5,7 +5,7 @@ Every table carries the run's identity from its ``config.json`` — experiment, 
 Nz, hidden units, Ntrain — so a figure selects panels by those columns, never by parsing paths.
 
 ``missing_ok`` (a partial set of runs, e.g. the part of the paper profile a machine could run:
-README, "The paper's budget"): an experiment without runs gives an empty table and a run that
+docs/paper-budget.md): an experiment without runs gives an empty table and a run that
 has not finished (no final.json, or no marginal-likelihood rows) is left out, never read halfway;
 the report lists what is missing as "not run" (:func:`pipeline.reporting.report.configurations_table`).
 """

@@ -129,7 +129,7 @@ def train_seeds(
     tests/test_seeds.py, tests/test_fused_aevb.py). The seeds of other algorithms (wake-sleep,
     MCEM: no stacked engine) train at once in one worker process each (``parallel``; otherwise one
     after another here): on 2 cores two small models train about twice as fast side by side as one
-    after another, since one such model gains little from a second thread (README, "Speed"); each
+    after another, since one such model gains little from a second thread (docs/speed.md); each
     process's thread count follows the cores the others leave free, and the numbers do not depend
     on it (:mod:`pipeline.plumbing.cpu_threads`). For every run:
 

@@ -135,7 +135,7 @@ def defensive_mixture_proposal(
 
     The encoder alone, the suite's first proposal, failed where the cross-check matters most: on
     an encoder fitted to 1,000 training points the test points' posteriors lie away from q(z|x),
-    and K = 2,000 draws landed 8-11 nats under the grid (README, "Marginal likelihood").
+    and K = 2,000 draws landed 8-11 nats under the grid (docs/method.md, "Marginal likelihood").
     """
     if samples.dim() != 3 or samples.shape[0] < 2:
         raise ValueError(f"samples must have shape (S >= 2, C, D), got {tuple(samples.shape)}")

@@ -11,7 +11,7 @@ Two choices the paper leaves to the implementation, made here because they decid
   models the encoder mean (AEVB, Ntrain 1,000, test points) left the average 0.8 nat low (one
   point 56 nats), and MCEM's own training chains (Ntrain 50,000) 3.4 nats low, where the grid
   start agrees with the grid estimator to about +0.1 nat, the estimator's documented bias
-  (README, "Marginal likelihood"). For larger Nz the chains start at the encoder mean when the
+  (docs/method.md, "Marginal likelihood"). For larger Nz the chains start at the encoder mean when the
   model has a trained encoder, and otherwise (MCEM) at prior draws resampled by p(x|z), or at
   the run's own persistent chains for its training points (they are posterior samples already).
 - **The importance-sampling proposal** (:func:`importance_sampling_proposal`): for every model,
@@ -19,7 +19,7 @@ Two choices the paper leaves to the implementation, made here because they decid
   D's own HMC samples (a Student-t at their mean and widened covariance), with the encoder q(z|x)
   where the model trained one and the prior as components. The encoder alone, the first choice,
   left importance sampling 8.6 nats under the grid on the overfit AEVB model (Ntrain 1,000, test
-  points; 300 points, K = 2,000), the mixture 0.005 (README, "Marginal likelihood").
+  points; 300 points, K = 2,000), the mixture 0.005 (docs/method.md, "Marginal likelihood").
 """
 from __future__ import annotations
 
