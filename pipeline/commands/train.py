@@ -12,9 +12,10 @@ import click
 from pipeline.commands.options import params_option, user_errors
 from pipeline.plumbing.devices import DEVICE_CHOICES
 from pipeline.plumbing.params import load_params, lookup
-from pipeline.plumbing.unfinished_outputs import written_then_published
+from pipeline.plumbing.unfinished_outputs import entries_written_then_published, unfinished_directory
 from pipeline.runs.config import ALGORITHMS, BINARIZATIONS, DATASETS, build_run_config, configuration_seeds, seeds_side_by_side
-from pipeline.runs.directory import check_configuration_directory, read_run_config, seed_directories, seed_run_dir
+from pipeline.runs.directory import (check_configuration_directory, read_run_config, run_directory_in_use,
+                                     seed_directories, seed_run_dir)
 
 
 @click.command()
@@ -54,18 +55,23 @@ def train(experiment, dataset, nz, algorithm, ntrain, binarize, seeds, device, c
     configuration_dir = Path(configuration_dir or config.default_configuration_dir())
     explicit = bool(seeds)
     seeds = list(seeds) or configuration_seeds(params, experiment, configuration_dir.name)
-    check_configuration_directory(configuration_dir)
-    # a new folder is written in .vaebench/unfinished/ and moved to --out once every seed has
-    # finished (DVC's run-cache keeps only stages without `persist` outputs: pipeline.plumbing.unfinished_outputs)
-    with written_then_published(configuration_dir) as writing_dir:
-        check_configuration_directory(writing_dir)
-        if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
-            for stale in seed_directories(writing_dir):
-                if read_run_config(stale).seed not in seeds:
+    staging = unfinished_directory(configuration_dir)
+    for folder in (configuration_dir, staging):
+        check_configuration_directory(folder)
+    if not explicit:  # the configuration's seeds are params.yaml's: a seed dropped from it is dropped here
+        for folder in (configuration_dir, staging):
+            for stale in seed_directories(folder):
+                if read_run_config(stale).seed not in seeds and not run_directory_in_use(stale):
                     shutil.rmtree(stale)
                     click.echo(f"{stale}: removed (seed no longer in profiles.{params['profile']}.seeds)")
+    # a seed new to --out is written in .vaebench/unfinished/ and moved to --out/seed<N> once finished
+    # (DVC's run-cache keeps only stages without `persist` outputs), each seed on its own, so that
+    # two processes training other seeds of one new --out never move each other's runs
+    # (pipeline.plumbing.unfinished_outputs)
+    names = [seed_run_dir(configuration_dir, seed).name for seed in seeds]
+    with entries_written_then_published(configuration_dir, names) as places:
         configs = [replace(config, seed=seed) for seed in seeds]
-        finals = train_seeds(configs, [seed_run_dir(writing_dir, seed) for seed in seeds],
+        finals = train_seeds(configs, [places[name] for name in names],
                              prepared_dir or lookup(params, "data.prepared_dir"), resume, progress,
                              force=force, parallel=seeds_side_by_side(params))
     run_dirs = [seed_run_dir(configuration_dir, seed) for seed in seeds]

@@ -250,8 +250,8 @@ def evaluate_run(run_dir: str | Path, prepared_dir: str | Path, settings: Margin
     # seed's cross-checks take both cores once the other seeds' workers have finished.
     governor = ThreadGovernor(max_threads=available_cores(), adaptive=True)
     config = read_run_config(run_dir)
-    require_finished(run_dir)
-    with locked_run_directory(run_dir):
+    with locked_run_directory(run_dir):  # a seed that another process is training: refused, naming it
+        require_finished(run_dir)
         return _evaluate_checkpoints(run_dir, Path(out), config, prepared_dir, settings, resolve_device(device),
                                      progress, governor)
 

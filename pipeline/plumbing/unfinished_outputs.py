@@ -15,6 +15,13 @@ folder), where a ``persist`` output kept the seeds whose fingerprint still match
 earlier result comes back from the run-cache without training (``dvc repro`` after reverting a
 change, or on a machine that pulled the run-cache).
 
+Several processes may write one ``<out>`` at once (``vaebench train --seed 1`` and ``--seed 2``
+into one new ``--out``, in two terminals): each seed's run directory is then staged and published on
+its own (:func:`entries_written_then_published`), so that neither process moves the other's
+half-written run, and a second process asking for a seed that another is writing is refused at once
+by that run's lock (:func:`pipeline.runs.directory.locked_run_directory`), with the other process
+named.
+
 This is where the command writes, not what it computes: the stage modules (:mod:`pipeline.training.train`,
 :mod:`pipeline.evaluation.marginal_likelihood`) are unchanged by it, and it is not among the stages' code dependencies
 (:mod:`pipeline.plumbing.code_dependencies`).
@@ -27,10 +34,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from pipeline.plumbing.errors import UserError
+
 UNFINISHED_ROOT = Path(".vaebench") / "unfinished"
 
 
-class OutputExistsError(RuntimeError):
+class OutputExistsError(UserError, RuntimeError):
     """The output appeared while the stage was writing it elsewhere."""
 
 
@@ -48,6 +57,15 @@ def unfinished_directory(out: str | Path, root: str | Path | None = None) -> Pat
     return root / UNFINISHED_ROOT / relative
 
 
+def _move(source: Path, target: Path) -> None:
+    """One rename; a copy then a removal across file systems."""
+    try:
+        os.replace(source, target)
+    except OSError:  # another file system: copy, then remove
+        shutil.copytree(source, target)
+        shutil.rmtree(source)
+
+
 def publish(work: Path, out: Path) -> None:
     """Move the finished folder ``work`` to ``out`` (one rename; a copy across file systems), then
     remove the empty folders left above ``work``."""
@@ -57,11 +75,29 @@ def publish(work: Path, out: Path) -> None:
                                 f"remove one of them and run the stage again")
     if out.exists():
         out.rmdir()
+    _move(work, out)
+    _remove_empty_parents(work)
+
+
+def publish_entry(work: Path, out: Path, name: str) -> None:
+    """Move the finished entry ``work/<name>`` to ``out/<name>`` (creating ``out``), leaving whatever
+    else ``work`` holds (another process's entries) where it is; ``work`` goes once empty."""
+    source, target = work / name, out / name
+    if not source.exists():
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        raise OutputExistsError(f"{target} appeared while this process wrote {source}: nothing was overwritten; "
+                                f"remove one of them and run the command again")
+    _move(source, target)
     try:
-        os.replace(work, out)
-    except OSError:  # another file system: copy, then remove
-        shutil.copytree(work, out)
-        shutil.rmtree(work)
+        work.rmdir()  # only while empty
+    except OSError:
+        return
+    _remove_empty_parents(work)
+
+
+def _remove_empty_parents(work: Path) -> None:
     parent = work.parent
     while parent.name and parent != parent.parent:
         try:
@@ -87,3 +123,20 @@ def written_then_published(out: str | Path) -> Iterator[Path]:
     work.mkdir(parents=True, exist_ok=True)
     yield work
     publish(work, out)
+
+
+@contextmanager
+def entries_written_then_published(out: str | Path, names: list[str]) -> Iterator[dict[str, Path]]:
+    """Where each entry ``out/<name>`` (a seed's run directory) is written: in place where
+    ``out/<name>`` already exists (an earlier ``vaebench train`` into it, completed in place), otherwise
+    in the unfinished folder's ``<name>`` (where an interrupted process left it, if it did), moved to
+    ``out/<name>`` when the block ends without an error, one entry at a time. The entries of other
+    processes staged beside them are neither moved nor touched. An error leaves every staged entry
+    where it is, for the next run to resume."""
+    out = Path(out)
+    work = unfinished_directory(out)
+    places = {name: out / name if (out / name).exists() else work / name for name in names}
+    yield places
+    for name, place in places.items():
+        if place == work / name:
+            publish_entry(work, out, name)

@@ -27,6 +27,7 @@ import fnmatch
 import json
 import os
 import shutil
+import sys
 from contextlib import contextmanager
 from dataclasses import MISSING, dataclass, fields, replace
 from pathlib import Path
@@ -237,11 +238,30 @@ def locked_run_directory(run_dir: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise RunLockedError(f"another vaebench process is writing {run_dir}: wait for it to finish, or "
-                                 f"write this run elsewhere (--out)") from None
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another vaebench process"
+            raise RunLockedError(f"{holder} is writing {run_dir}: wait for it to finish, or write this run "
+                                 f"elsewhere (--out)") from None
+        # who holds it, for the message of a process refused above (the file is the lock, not its content)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"process {os.getpid()} ({' '.join(sys.argv[:1] + sys.argv[1:8])[:150]})".encode(), 0)
         yield
     finally:
         os.close(fd)
+
+
+def run_directory_in_use(run_dir: Path) -> bool:
+    """Whether another process holds ``run_dir``'s lock now (:func:`locked_run_directory`)."""
+    try:
+        fd = os.open(Path(run_dir) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def remove_temporaries(run_dir: Path) -> None:
