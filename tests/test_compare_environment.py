@@ -187,6 +187,17 @@ def test_what_counts_as_a_change():
     assert environment_change(*untagged) == "environment changed: torch CUDA none -> 12.6"
 
 
+def test_another_cpu_model_is_an_environment_change():
+    """The committed smoke report was made on an AMD EPYC and rerun here on an Intel Xeon: Frey
+    Face's Nz = 10 bound moved 23 nats at 20,000 samples on the same code (last bits of other
+    kernels, amplified by training); compare names the change instead of leaving it unexplained."""
+    amd = environment_of(provenance(CPU), "a")
+    intel = environment_of({**provenance(CPU), "machine": {"cpu": "Intel(R) Xeon(R) Processor"}}, "b")
+    assert environment_change(amd, intel) == "environment changed: CPU AMD EPYC -> Intel(R) Xeon(R) Processor"
+    unnamed = environment_of({**provenance(CPU), "machine": {}}, "c")
+    assert environment_change(amd, unnamed) == "", "a side that does not name its CPU is no change"
+
+
 def test_an_older_provenance_is_read_from_its_devices_and_packages():
     older = {"devices": ["cuda"], "packages": {"torch": "2.13.0+cu126"}}
     assert environment_of(older, "old") == Environment(("cuda",), "2.13.0+cu126")

@@ -4,8 +4,10 @@
 Each report directory holds a ``provenance.json`` beside its ``metrics.json``
 (:mod:`pipeline.reporting.provenance`; read from git for ``rev:REV``; the ``paper`` side has none). When both
 sides have one and they differ in the kinds of device the runs trained on (``cpu``, ``cuda``), the
-torch build (``torch.__version__``, and ``torch.version.cuda`` where both record it) or the GPU
-(where both name one), the output opens with "environment changed: devices cpu -> cuda (torch
+torch build (``torch.__version__``, and ``torch.version.cuda`` where both record it), the GPU
+(where both name one) or the CPU model (``machine.cpu``, where both name one: torch's own kernels
+and MKL's take other code paths on another processor, and a training run amplifies the last bits
+they change), the output opens with "environment changed: devices cpu -> cuda (torch
 2.13.0+cpu -> 2.13.0+cu126)", and the verdicts (:mod:`pipeline.compare.verdicts`) excuse a speed
 change and widen a bound's or marginal likelihood's tolerance.
 
@@ -34,6 +36,7 @@ class Environment:
     torch_cuda: str | None = None  # torch.version.cuda: None on a CPU build
     gpu: str | None = None  # CUDA device 0's name
     build_recorded: bool = False  # whether torch_cuda was recorded (an older provenance.json lacks it)
+    cpu: str | None = None  # the processor's model name (provenance.json's machine.cpu)
 
 
 def _device_kind(device: str) -> str:
@@ -51,12 +54,14 @@ def environment_of(provenance: dict, origin: str) -> Environment:
     recorded = recorded if isinstance(recorded, dict) else {}
     devices = recorded.get("devices", provenance.get("devices")) or []
     packages = provenance.get("packages") if isinstance(provenance.get("packages"), dict) else {}
+    machine = provenance.get("machine") if isinstance(provenance.get("machine"), dict) else {}
     if not isinstance(devices, list):
         raise CompareInputError(f"{origin}: `devices` is {devices!r}, not a list of device names: regenerate it "
                                 f"with `vaebench report`, or remove it to compare without an environment check")
     return Environment(devices=tuple(sorted({_device_kind(d) for d in devices})),
                        torch=recorded.get("torch", packages.get("torch")), torch_cuda=recorded.get("torch_cuda"),
-                       gpu=recorded.get("gpu"), build_recorded="torch_cuda" in recorded)
+                       gpu=recorded.get("gpu"), build_recorded="torch_cuda" in recorded,
+                       cpu=machine.get("cpu") if isinstance(machine.get("cpu"), str) else None)
 
 
 def _parse_environment(text: str, origin: str) -> Environment:
@@ -99,7 +104,7 @@ def environment_change(base: Environment | None, new: Environment | None) -> str
 
     Only what both sides record counts: devices when both name some, torch when both know it, the
     CUDA version only when the torch versions read alike (a build's tag, +cu126, usually shows it),
-    the GPU when both name one."""
+    the GPU and the CPU model when both name one."""
     if base is None or new is None:
         return ""
     changes = []
@@ -111,6 +116,8 @@ def environment_change(base: Environment | None, new: Environment | None) -> str
         changes.append(f"torch CUDA {base.torch_cuda or 'none'} -> {new.torch_cuda or 'none'}")
     if base.gpu and new.gpu and base.gpu != new.gpu:
         changes.append(f"GPU {base.gpu} -> {new.gpu}")
+    if base.cpu and new.cpu and base.cpu != new.cpu:
+        changes.append(f"CPU {base.cpu} -> {new.cpu}")
     if not changes:
         return ""
     first, rest = changes[0], changes[1:]
