@@ -21,6 +21,7 @@ COMMANDS = {
     "bench": "pipeline.commands.bench:bench",
     "distribute": "pipeline.commands.distribute:distribute",
     "cluster-plan": "pipeline.commands.cluster_plan:cluster_plan",
+    "campaign": "pipeline.commands.campaign:campaign",
 }
 
 

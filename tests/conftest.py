@@ -57,6 +57,11 @@ def write_prepared(prepared_dir, name, **arrays):
 @pytest.fixture
 def tiny_setup(tmp_path):
     """A params file and prepared MNIST-shaped data small enough to train in about a second."""
+    return make_tiny_setup(tmp_path)
+
+
+def make_tiny_setup(tmp_path):
+    """:func:`tiny_setup`'s params file and data in ``tmp_path`` (for fixtures of other scopes)."""
     import numpy as np
     import yaml
 

@@ -14,7 +14,7 @@ from pipeline.evaluation.estimator_variance import settings_from_params as varia
 from pipeline.evaluation.marginal_likelihood import evaluate_configuration, other_seed_settings, settings_from_params
 from pipeline.plumbing.params import load_params, lookup
 from pipeline.runs.config import seeds_side_by_side
-from pipeline.runs.directory import CONFIG_FILE, MARGINAL_LIKELIHOOD_ROOT
+from pipeline.runs.directory import CONFIG_FILE, MARGINAL_LIKELIHOOD_ROOT, seed_directories
 from pipeline.plumbing.unfinished_outputs import written_then_published
 
 
@@ -45,7 +45,10 @@ def marginal_likelihood(configuration_dir, out_dir, experiment, params_path, pre
         out_dir = folder.parent.parent / MARGINAL_LIKELIHOOD_ROOT / folder.parent.name / folder.name
     # written in .vaebench/unfinished/ and moved to --out when every seed's rows are in
     # (DVC's run-cache keeps only stages without `persist` outputs: pipeline.plumbing.unfinished_outputs)
-    with written_then_published(out_dir) as writing_dir:
+    # each seed's CSV is published on its own: two processes evaluating other seeds of one
+    # configuration into one new --out never move each other's rows (pipeline.plumbing.unfinished_outputs)
+    runs = [configuration_dir] if (configuration_dir / CONFIG_FILE).is_file() else seed_directories(configuration_dir)
+    with written_then_published(out_dir, [f"{run.name}.csv" for run in runs]) as writing_dir:
         frame = evaluate_configuration(configuration_dir, writing_dir, prepared_dir or lookup(params, "data.prepared_dir"),
                                        settings, other_seed_settings(params, settings, experiment),
                                        device or lookup(params, "training.device"), progress,

@@ -110,11 +110,13 @@ def _remove_empty_parents(work: Path) -> None:
 
 
 @contextmanager
-def written_then_published(out: str | Path) -> Iterator[Path]:
+def written_then_published(out: str | Path, entries: list[str] | None = None) -> Iterator[Path]:
     """The folder a stage writes ``out`` in: ``out`` itself if it already exists (an earlier
     ``vaebench train`` into it, run by hand: it is completed in place, as before), otherwise
-    :func:`unfinished_directory`, moved to ``out`` when the block ends without an error. An error
-    leaves the unfinished folder where it is, for the next run to resume."""
+    :func:`unfinished_directory`, moved to ``out`` when the block ends without an error -- whole,
+    or, given ``entries`` (the files this process writes there: one seed's marginal likelihoods),
+    entry by entry, leaving other processes' entries staged beside them alone. An error leaves the
+    unfinished folder where it is, for the next run to resume."""
     out = Path(out)
     if out.exists():
         yield out
@@ -122,7 +124,11 @@ def written_then_published(out: str | Path) -> Iterator[Path]:
     work = unfinished_directory(out)
     work.mkdir(parents=True, exist_ok=True)
     yield work
-    publish(work, out)
+    if entries is None:
+        publish(work, out)
+        return
+    for name in entries:
+        publish_entry(work, out, name)
 
 
 @contextmanager

@@ -423,7 +423,7 @@ def verdict_counts(claims: list[Claim]) -> dict[str, int]:
     return {v: sum(c.verdict == v for c in claims) for v in VERDICTS}
 
 
-__all__ = ["Claim", "evaluate_claims", "evaluate_paper_claims", "attach_paper_verdicts", "agreement", "claim_agreement",
+__all__ = ["Claim", "evaluate_claims",
            "final_values", "verdict_counts", "side_of", "mark_not_run", "PASS", "FAIL", "INCONCLUSIVE", "NO_DATA",
            "NOT_RUN", "NOT_ON_AXES",
            "VERDICT_SCORES", "LEVEL", "Summary"]

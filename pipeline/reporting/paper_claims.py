@@ -136,3 +136,7 @@ def attach_paper_verdicts(claims: list[Claim], paper_claims: list[Claim]) -> lis
 def claim_agreement(claim: Claim) -> str:
     """:func:`agreement` of a claim with its paper verdict (on the part the paper can show)."""
     return agreement(claim.comparable_verdict or claim.verdict, claim.paper_verdict)
+
+
+__all__ = ["agreement", "attach_paper_verdicts", "claim_agreement", "evaluate_paper_claims",
+           "paper_curves_at_budget", "paper_marginal_likelihoods_at_budget"]

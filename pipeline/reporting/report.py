@@ -22,8 +22,9 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.reporting.binarization_study import binarization_table, closer_setting, study_summary
-from pipeline.reporting.claims import NOT_ON_AXES, Claim, evaluate_claims, final_values, verdict_counts
+from pipeline.reporting.claims import NOT_ON_AXES, NOT_RUN, Claim, evaluate_claims, final_values, verdict_counts
 from pipeline.reporting.paper_claims import attach_paper_verdicts, claim_agreement, evaluate_paper_claims
+from pipeline.runs.archive_status import EXACT, read_archive_status
 from pipeline.runs.configurations import claims_not_run, configuration_status, expected_configurations, status_table
 from pipeline.reporting.seed_statistics import LEVEL, summarize
 from pipeline.plumbing.files import staged_folder, write_atomically, write_json
@@ -173,6 +174,40 @@ def opening_lines(claims: list[Claim]) -> list[Block]:
     return [Block("p", summary), Block("list", items)]
 
 
+def partial_headline(claims: list[Claim], not_run: dict[str, list[str]], hours: dict[str, float]) -> list[Block]:
+    """A partial report's first lines: how many claims are judged at this profile's budget, and
+    what each claim still "not run" waits for (and the hours those configurations are predicted to
+    take on this machine, where the campaign recorded them)."""
+    judged = [c for c in claims if c.verdict != NOT_RUN]
+    items = []
+    for claim in claims:
+        if claim.verdict != NOT_RUN:
+            continue
+        missing = not_run.get(claim.key, [])
+        known = [hours[m] for m in missing if m in hours]
+        cost = (f" (about {sum(known):,.1f} h on this machine{'' if len(known) == len(missing) else ' for those costed'})"
+                if known else "")
+        items.append(f"{claim.statement}: waits for {len(missing)} configuration(s): "
+                     f"{', '.join(missing[:8])}{' ...' if len(missing) > 8 else ''}{cost}")
+    return [Block("p", f"**Judged at this profile's budget: {len(judged)} of {len(claims)} claims.** The others are "
+                       f"\"not run\": each compares a configuration that has not run to the end of its budget here."),
+            *([Block("list", items)] if items else [])]
+
+
+def archive_blocks(rows: pd.DataFrame) -> list[Block]:
+    """Where each run of a partial set comes from: the commit that trained it, and whether the
+    current code reproduces it exactly (judged) or not (stale: neither restored nor judged)."""
+    shown = pd.DataFrame({"run": rows.run, "trained at": ["unknown" if pd.isna(c) or not c else str(c)[:12] for c in rows.commit],
+                          "status": ["current code reproduces it exactly" if s == EXACT else "stale" for s in rows.status],
+                          "how": rows.how})
+    stale = int((rows.status != EXACT).sum())
+    return [Block("h2", "Where these runs come from"),
+            Block("p", f"Every run below was archived in the repository by the commit that trained it and restored "
+                       f"here after a check against the current code (docs/paper-budget.md): only the runs the current "
+                       f"code reproduces exactly are judged{f'; {stale} stale run(s) are left out' if stale else ''}."),
+            Block("table", shown)]
+
+
 def binarization_blocks(table: pd.DataFrame, verdicts: pd.DataFrame) -> list[Block]:
     """The binarization study's section (docs/protocol.md, section 8; pipeline.reporting.binarization_study)."""
     if table.empty:
@@ -201,16 +236,25 @@ def binarization_blocks(table: pd.DataFrame, verdicts: pd.DataFrame) -> list[Blo
 def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods, finals, reference: Reference,
                  provenance: dict, figure_files: dict[str, list[str]], band_captions: dict[str, str] | None = None,
                  binarization: list[Block] | None = None, configurations: pd.DataFrame | None = None,
-                 not_drawn: dict[str, str] | None = None) -> list[Block]:
+                 not_drawn: dict[str, str] | None = None, not_run: dict[str, list[str]] | None = None,
+                 archive: tuple[pd.DataFrame, dict[str, float], str] | None = None) -> list[Block]:
     """The report's blocks. ``configurations`` (a partial set of runs): the status of every
-    configuration of the profile, shown after the claims; ``not_drawn``: figures left out, why."""
+    configuration of the profile, shown after the claims, with ``not_run`` (per claim, the
+    configurations it waits for) and ``archive`` (where the runs came from, and the hours the
+    missing configurations are predicted to take: pipeline.runs.archive_status); ``not_drawn``:
+    figures left out, why."""
     git = provenance["git"]
     band_captions = band_captions or {}
+    commit = f"commit `{git.get('commit') or 'unknown'}`{' (with uncommitted changes)' if git.get('dirty') else ''}"
+    made = (f"Regenerated from scratch by `dvc repro` at {commit}." if configurations is None else
+            f"A partial set of runs, rendered by `vaebench report --partial` at {commit}"
+            + (f" from a runs folder made by {archive[2]}." if archive is not None and archive[2] else
+               " from a runs folder trained outside `dvc repro` (not regenerated from scratch)."))
     blocks = [
         Block("h1", f"vaebench report: profile `{profile}`"),
+        *(partial_headline(claims, not_run or {}, archive[1] if archive else {}) if configurations is not None else []),
         *opening_lines(claims),
-        Block("p", f"Regenerated from scratch by `dvc repro` at commit `{git.get('commit') or 'unknown'}`"
-                   f"{' (with uncommitted changes)' if git.get('dirty') else ''}. MNIST targets of Figures 2-5: "
+        Block("p", f"{made} MNIST targets of Figures 2-5: "
                    f"`binarize: {', '.join(sorted(set(curves.binarize))) if 'binarize' in curves and len(curves) else '–'}` (`none`: the grey "
                    f"levels as Bernoulli targets; `dynamic`: a fresh Bernoulli draw per minibatch; the binarization "
                    f"study below trains the other setting too). Paper values come from `reports/reference/` (its curves read from the PDF), "
@@ -231,6 +275,7 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
                       f"\"not run\": nothing is extrapolated, and a claim comparing a configuration that did not "
                       f"run is not judged."),
            Block("table", status_table(configurations))] if configurations is not None else []),
+        *(archive_blocks(archive[0]) if archive is not None and not archive[0].empty else []),
         Block("h2", "Seeds"),
         Block("p", "The seeds of each configuration (params.yaml `profiles.<profile>.seeds`): the configurations "
                    "that decide a claim's close margins get several, the others keep the first to fit the "
@@ -363,7 +408,7 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
                                   Path(lookup(params, "data.raw_dir")), all_finals, ml, variance, times)
     blocks = build_blocks(params["profile"], claims, curves, ml, all_finals, reference, provenance, figure_files,
                           index.get("band_captions"), binarization_blocks(binarization, binarization_verdicts),
-                          status, index.get("not_drawn"))
+                          status, index.get("not_drawn"), not_run, read_archive_status(runs_root) if partial else None)
     with staged_folder(out, last=METRICS_FILE) as staging:
         write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
         # the figures are read where they already are: under out (or figures_dir), not staged
