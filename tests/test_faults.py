@@ -11,6 +11,7 @@ import pickle
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -104,12 +105,13 @@ def test_2_a_second_training_into_the_same_out_is_refused_while_the_first_writes
     params, params_path, prepared, tmp = tiny_setup
     run_dir = tmp / "run" / "seed1"  # the CLI's --out is the configuration's folder, seed 1 its run
     with locked_run_directory(run_dir):  # as a first process holds it while it trains
-        with pytest.raises(RunLockedError, match="another vaebench process is writing"):
+        # the refusal names the process holding the lock (here this one)
+        with pytest.raises(RunLockedError, match=rf"^process {os.getpid()} \(.*\) is writing "):
             run_training(config_of(params, seed=2), run_dir, prepared, progress=False)
         result = CliRunner().invoke(main, ["train", "--dataset", "mnist", "--nz", "3", "--params", str(params_path),
                                            "--prepared-dir", str(prepared), "--out", str(run_dir.parent),
                                            "--no-progress"])
-        assert "another vaebench process is writing" in one_line_error(result)
+        assert f"process {os.getpid()} (" in one_line_error(result) and " is writing " in one_line_error(result)
     assert not (run_dir / "config.json").exists()  # the refused run wrote nothing
     run_training(config_of(params), run_dir, prepared, progress=False)  # the lock is gone with its holder
 
@@ -126,14 +128,17 @@ def test_2_two_real_processes_into_one_out_leave_one_consistent_run(tiny_setup):
                "--seed", "1"]
     first = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        while not (run_dir / "curve.csv").exists():
+        deadline = time.monotonic() + 120
+        while not (run_dir / "curve.csv").exists():  # polled, not spun; bounded
             assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, f"the first run wrote no {run_dir / 'curve.csv'} in 120 s"
+            time.sleep(0.05)
         second = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
         assert first.poll() is None, "the first run finished before the second started: raise its budget"
     finally:
         first.kill()
         first.communicate()
-    assert second.returncode == 1 and "another vaebench process is writing" in second.stderr
+    assert second.returncode == 1 and f"Error: process {first.pid} (" in second.stderr and " is writing " in second.stderr
     assert json.loads((run_dir / "config.json").read_text())["seed"] == 1  # the second wrote nothing
 
 

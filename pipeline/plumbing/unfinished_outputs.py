@@ -133,15 +133,15 @@ def written_then_published(out: str | Path, entries: list[str] | None = None) ->
 
 @contextmanager
 def entries_written_then_published(out: str | Path, names: list[str]) -> Iterator[dict[str, Path]]:
-    """Where each entry ``out/<name>`` (a seed's run directory) is written: in place where
-    ``out/<name>`` already exists (an earlier ``vaebench train`` into it, completed in place), otherwise
-    in the unfinished folder's ``<name>`` (where an interrupted process left it, if it did), moved to
-    ``out/<name>`` when the block ends without an error, one entry at a time. The entries of other
-    processes staged beside them are neither moved nor touched. An error leaves every staged entry
-    where it is, for the next run to resume."""
+    """Where each entry ``out/<name>`` (a seed's run directory) is written: in the unfinished
+    folder's ``<name>`` where an interrupted process left it there (it resumes); else in place where
+    ``out`` already exists (an earlier ``vaebench train`` into it, run by hand: completed in place,
+    as before); else in the unfinished folder, moved to ``out/<name>`` when the block ends without
+    an error, one entry at a time. The entries of other processes staged beside them are neither
+    moved nor touched. An error leaves every staged entry where it is, for the next run to resume."""
     out = Path(out)
     work = unfinished_directory(out)
-    places = {name: out / name if (out / name).exists() else work / name for name in names}
+    places = {name: work / name if (work / name).exists() or not out.exists() else out / name for name in names}
     yield places
     for name, place in places.items():
         if place == work / name:
