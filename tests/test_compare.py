@@ -152,7 +152,8 @@ def test_exit_code_2_on_bad_tolerances(files):
         tolerances_from_params({"compare": {**TOLERANCES, "bound_nats": -1}})
 
 
-def test_reads_a_git_revision_without_checking_it_out(tmp_path, files):
+def committed_repo(tmp_path):
+    """A git repository whose one commit holds reports/smoke/metrics.json = BASE, and its git."""
     repo = tmp_path / "repo"
     (repo / "reports" / "smoke").mkdir(parents=True)
 
@@ -165,6 +166,11 @@ def test_reads_a_git_revision_without_checking_it_out(tmp_path, files):
     (repo / "reports" / "smoke" / "metrics.json").write_text(json.dumps(BASE))
     git("add", ".")
     git("commit", "-q", "-m", "base")
+    return repo, git
+
+
+def test_reads_a_git_revision_without_checking_it_out(tmp_path, files):
+    repo, git = committed_repo(tmp_path)
     (repo / "reports" / "smoke" / "metrics.json").write_text(json.dumps(NEW))
     git("commit", "-q", "-am", "new")
     params = ["--params", files / "params.yaml", "--repo", repo, "--profile", "smoke"]
@@ -176,18 +182,7 @@ def test_reads_a_git_revision_without_checking_it_out(tmp_path, files):
 
 
 def test_an_option_like_revision_is_refused_before_git_sees_it(tmp_path, files):
-    repo = tmp_path / "repo"
-    (repo / "reports" / "smoke").mkdir(parents=True)
-
-    def git(*args):
-        subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True)
-
-    git("init", "-q")
-    git("config", "user.email", "t@example.com")
-    git("config", "user.name", "t")
-    (repo / "reports" / "smoke" / "metrics.json").write_text(json.dumps(BASE))
-    git("add", ".")
-    git("commit", "-q", "-m", "base")
+    repo, git = committed_repo(tmp_path)
     trap = tmp_path / "trap"
     trap.mkdir()
     # unchecked, git would run `git show --output=<trap>/written:x.json` and write that file
