@@ -134,7 +134,7 @@ class UnitResult:
     ok: bool
     seconds: float
     message: str = ""
-    archived: list[str] = field(default_factory=list)
+    archived: dict[str, int] = field(default_factory=dict)  # run key -> the entry's bytes
 
 
 def run_unit(unit: Unit, paths: CampaignPaths, params: dict, threads: int, stop: threading.Event) -> UnitResult:
@@ -157,7 +157,7 @@ def run_unit(unit: Unit, paths: CampaignPaths, params: dict, threads: int, stop:
             if process.returncode != 0:
                 return UnitResult(unit, False, time.perf_counter() - start,
                                   f"`{' '.join(command[2:5])} ...` exited {process.returncode}: see {log}")
-    archived = []
+    archived: dict[str, int] = {}
     for seed in unit.seeds:
         run_dir = seed_run_dir(paths.runs / unit.configuration.folder / unit.configuration.run_name, seed)
         try:
@@ -165,7 +165,7 @@ def run_unit(unit: Unit, paths: CampaignPaths, params: dict, threads: int, stop:
                                 list(unit.seeds))
         except ArchiveError as err:
             return UnitResult(unit, False, time.perf_counter() - start, f"trained, not archived: {err}", archived)
-        archived.append(f"{entry.key} ({entry.record['bytes']:,} bytes)")
+        archived[entry.key] = int(entry.record["bytes"])
     return UnitResult(unit, True, time.perf_counter() - start, archived=archived)
 
 
@@ -207,7 +207,8 @@ def run_campaign(params: dict, settings: dict, paths: CampaignPaths, jobs: int, 
                 result = future.result()
                 results.append(result)
                 echo(f"{result.unit.label}: " + (f"finished in {result.seconds / 3600:.2f} h, archived "
-                                                 + ", ".join(result.archived) if result.ok else result.message))
+                                                 + ", ".join(f"{key} ({size:,} bytes)" for key, size in result.archived.items())
+                                                 if result.ok else result.message))
         except KeyboardInterrupt:
             stop.set()  # the running units stop at their next chunk; the queued ones never start
             echo("interrupted: the running units stop at their next chunk and resume next time")
@@ -215,8 +216,8 @@ def run_campaign(params: dict, settings: dict, paths: CampaignPaths, jobs: int, 
                 future.cancel()
             results = [f.result() for f in futures if not f.cancelled()]
     for result in results:
-        for archived in result.archived:
-            statuses[archived.split(" ")[0]] = {"status": EXACT, "how": "trained by this checkout's code"}
+        for key in result.archived:
+            statuses[key] = {"status": EXACT, "how": "trained by this checkout's code"}
     plan = plan_campaign(chosen, paths.runs, {k for k, s in statuses.items() if s["status"] == EXACT})
     write_status(chosen, paths, statuses, plan,
                  f"`vaebench campaign run`: runs restored from the repository's archive ({paths.archive}) and "
