@@ -120,6 +120,34 @@ def test_smoke_pipeline_draws_every_figure_and_writes_the_report(smoke_repo):
     assert {f"figures/fig{k}.png" for k in (2, 3, 4, 5)} <= set(links)
     missing = [link for link in links if not (report_dir / link).exists()]
     assert not missing, f"report.md links to missing files: {missing}"
+    # the fidelity tables: Appendix D's bias against the grid, and the linear-Gaussian floor. On the
+    # training faces (maximum likelihood) the nesting must show: independent pixels is FA with W = 0,
+    # PPCA is FA with an isotropic Psi, and FA with more latents contains FA with fewer
+    assert "App. D - grid" in text and "Appendix D's standard error" in text
+    assert "Frey Face: the linear-Gaussian floor" in text
+    linear = pd.read_csv(repo / "runs" / "linear_reference.csv")
+    train = linear[linear.split == "train"].set_index(["model", "nz"]).log_likelihood
+    latent_sizes = sorted(params["experiments"]["fig2"]["frey_face"]["nz"])
+    for nz in latent_sizes:
+        assert train[("factor_analysis", nz)] > train[("independent_pixels", 0)]
+        assert train[("factor_analysis", nz)] >= train[("probabilistic_pca", nz)] - 0.5
+    assert all(train[("factor_analysis", a)] < train[("factor_analysis", b)]
+               for a, b in zip(latent_sizes, latent_sizes[1:]))
+    # a log-likelihood for every Figure 2 model: the sandwich closes from both sides (reverse AIS
+    # above forward AIS), AIS sits against the grid on every Figure 3 model
+    assert "How loose is the bound" in text
+    estimates = pd.read_csv(repo / "runs" / "log_likelihood.csv")
+    fig2 = estimates[estimates.experiment == "fig2"]
+    assert len(fig2.groupby(["dataset", "nz", "algorithm"])) == sum(
+        len(params["experiments"]["fig2"][d]["nz"]) * len(params["experiments"]["fig2"]["algorithms"])
+        for d in ("mnist", "frey_face"))
+    for _, group in fig2.groupby("run"):
+        value = group.set_index("estimator").value
+        assert set(value.index) == {"elbo", "importance_weighted", "ais", "bdmc_lower", "bdmc_upper"}
+        assert value["bdmc_upper"] > value["bdmc_lower"]
+    fig3 = estimates[estimates.experiment == "fig3"].pivot_table(index="run", columns="estimator", values="value")
+    assert len(fig3) == len(params["experiments"]["fig3"]["algorithms"]) * len(params["experiments"]["fig3"]["ntrain"])
+    assert (fig3.ais - fig3.grid).abs().max() < 10.0  # 2 chains, 20 steps: close, not exact
     page = (report_dir / "report.html").read_text()
     assert page.count("data:image/png;base64,") == 4  # self-contained: the figures are embedded
     hrefs = re.findall(r'href="([^"]+)"', page)

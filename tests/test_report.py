@@ -211,3 +211,42 @@ def test_report_renders_tables_figures_and_links(tmp_path):
     page = render_html(blocks, tmp_path, "t")
     assert "data:image/png;base64," in page and '<a href="metrics.json">metrics</a>' in page
     assert "<code>code</code>" in page and "<td>x|y</td>" in page
+
+
+def marginal_likelihood_rows(bias: float, standard_error: float) -> pd.DataFrame:
+    """Figure 3's final rows for one configuration: the grid on seed 1, Appendix D on seeds 1-3,
+    Appendix D on seed 1 ``bias`` above the grid."""
+    rows = [{"run": "mnist_ntrain1000_aevb", "algorithm": "aevb", "ntrain": 1000, "samples_seen": 1_000_000,
+             "split": "test", "estimator": "grid", "value": -140.0, "standard_error": 0.0, "seed": 1}]
+    for seed, offset in ((1, 0.0), (2, 3.0), (3, -3.0)):
+        rows.append({"run": "mnist_ntrain1000_aevb", "algorithm": "aevb", "ntrain": 1000, "samples_seen": 1_000_000,
+                     "split": "test", "estimator": "appendix_d", "value": -140.0 + bias + offset,
+                     "standard_error": standard_error, "seed": seed})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("bias, standard_error, covered", [(0.12, 0.01, False), (0.012, 0.01, True),
+                                                            (-0.05, 0.01, False)])
+def test_appendix_d_bias_is_measured_on_the_grids_seed_and_set_beside_its_standard_error(
+        reference, bias, standard_error, covered):
+    from pipeline.reporting.fidelity_tables import appendix_d_bias_sentence
+    from pipeline.reporting.report import fig3_table
+
+    table = fig3_table(marginal_likelihood_rows(bias, standard_error), reference)
+    row = table.iloc[0]
+    assert row["test App. D - grid"] == pytest.approx(bias)  # seed 1 only: seeds 2 and 3 have no grid
+    assert row["test App. D s.e."] == pytest.approx(standard_error)
+    assert "train App. D - grid" not in table or pd.isna(row.get("train App. D - grid"))
+    sentence = appendix_d_bias_sentence(table)
+    assert ("covers it" in sentence) == covered
+    assert ("does not cover its bias on 1 of 1 rows" in sentence) == (not covered)
+
+
+def test_appendix_d_bias_sentence_says_when_no_grid_ran(reference):
+    from pipeline.reporting.fidelity_tables import appendix_d_bias_sentence
+    from pipeline.reporting.report import fig3_table
+
+    rows = marginal_likelihood_rows(0.1, 0.01)
+    table = fig3_table(rows[rows.estimator != "grid"], reference)
+    assert "test App. D - grid" not in table
+    assert "not measured" in appendix_d_bias_sentence(table)

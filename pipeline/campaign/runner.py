@@ -146,6 +146,8 @@ def run_unit(unit: Unit, paths: CampaignPaths, params: dict, threads: int, stop:
     start = time.perf_counter()
     with open(log, "a") as handle:
         for command in unit_commands(unit, paths):
+            if stop.is_set():  # stopped before this command began: nothing of it to resume
+                return UnitResult(unit, False, time.perf_counter() - start, f"interrupted; resumes next time ({log})")
             handle.write(f"$ {' '.join(command)}\n")
             handle.flush()
             process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
@@ -185,9 +187,11 @@ def render_report(paths: CampaignPaths, echo: Callable = print) -> bool:
 
 
 def run_campaign(params: dict, settings: dict, paths: CampaignPaths, jobs: int, max_units: int | None,
-                 render: bool = True, echo: Callable = print) -> list[UnitResult]:
+                 render: bool = True, echo: Callable = print,
+                 threads: int | None = None) -> list[UnitResult]:
     """Restore, then train up to ``max_units`` pending units (all by default), ``jobs`` at a time,
-    archiving each finished run; write the status file and re-render the report. Ctrl-C stops the
+    archiving each finished run (``threads`` torch threads each, default the cores shared out among
+    them); write the status file and re-render the report. Ctrl-C stops the
     running units at their next chunk (their checkpoints kept) and still archives what finished."""
     chosen = write_profile_params(params, settings["profile"], paths.params)
     statuses = restore_archive(chosen, paths, int(settings["prefix_samples"]), echo)
@@ -195,7 +199,7 @@ def run_campaign(params: dict, settings: dict, paths: CampaignPaths, jobs: int, 
     for key, reason in plan.held.items():
         echo(f"{key}: held ({reason})")
     units = plan.pending[:max_units] if max_units is not None else plan.pending
-    threads = max(1, available_cores() // max(1, jobs))
+    threads = threads or max(1, available_cores() // max(1, jobs))
     echo(f"{len(units)} unit(s) to run, {jobs} at a time, {threads} thread(s) each: "
          + "; ".join(u.label for u in units) if units else "nothing to run")
     stop = threading.Event()

@@ -85,18 +85,22 @@ def restore_command(render, params_path, runs, archive, report) -> None:
 
 @campaign.command("run")
 @click.option("--jobs", type=click.IntRange(min=1), default=None, help="Units side by side (default: the cores).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Torch threads per unit (default: the cores divided among the units); fewer leaves "
+                   "cores for other work. A run keeps its count when it resumes.")
 @click.option("--max-units", type=click.IntRange(min=1), default=None, help="Stop after this many units.")
 @click.option("--render/--no-render", default=True, show_default=True, help="Re-render the partial report after.")
 @path_options
 @user_errors
-def run_command(jobs, max_units, render, params_path, runs, archive, report) -> None:
+def run_command(jobs, threads, max_units, render, params_path, runs, archive, report) -> None:
     """Restore the archive, then train the next units in campaign.order side by side, archiving each
     finished run; Ctrl-C stops at the next chunk (checkpoints kept: the next run resumes)."""
     from pipeline.campaign.runner import run_campaign
     from pipeline.plumbing.cpu_threads import available_cores
 
     params, settings, paths = _setup(params_path, runs, archive, report)
-    results = run_campaign(params, settings, paths, jobs or available_cores(), max_units, render, click.echo)
+    results = run_campaign(params, settings, paths, jobs or available_cores(), max_units, render, click.echo,
+                           threads=threads)
     failed = [r for r in results if not r.ok and "interrupted" not in r.message]
     if failed:
         raise click.ClickException(f"{len(failed)} unit(s) failed: " + "; ".join(f"{r.unit.label}: {r.message}"

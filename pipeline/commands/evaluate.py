@@ -78,3 +78,38 @@ def estimator_variance(runs_root, out, params_path, prepared_dir, device) -> Non
                                        variance_settings(params), device or lookup(params, "training.device"), out)
     wide = frame.pivot_table(index=["dataset", "nz"], columns="estimator", values=["value_variance", "gradient_variance"])
     click.echo(wide.to_string(float_format=lambda v: f"{v:.4g}"))
+
+
+@evaluate.command("linear-reference")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/linear_reference.csv"), show_default=True)
+@params_option()
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@user_errors
+def linear_reference(out, params_path, prepared_dir) -> None:
+    """Exact log-likelihoods of factor analysis, probabilistic PCA and independent pixels on Frey
+    Face at Figure 2's latent sizes: the linear-Gaussian floor."""
+    from pipeline.evaluation.linear_reference import linear_reference as measure
+
+    params = load_params(params_path)
+    frame = measure(prepared_dir or lookup(params, "data.prepared_dir"),
+                    list(lookup(params, "experiments.fig2.frey_face.nz")), out=out)
+    wide = frame.pivot_table(index=["model", "nz"], columns="split", values="log_likelihood")
+    click.echo(wide.to_string(float_format=lambda v: f"{v:,.2f}"))
+
+
+@evaluate.command("log-likelihood")
+@click.option("--runs", "runs_root", type=click.Path(path_type=Path), default=Path("runs"), show_default=True)
+@click.option("--out", type=click.Path(path_type=Path), default=Path("runs/log_likelihood.csv"), show_default=True)
+@params_option()
+@click.option("--prepared-dir", type=click.Path(path_type=Path), default=None, help="Override data.prepared_dir.")
+@click.option("--device", type=click.Choice(DEVICE_CHOICES), default=None, envvar="VAEBENCH_DEVICE",
+              help="Override training.device; also from VAEBENCH_DEVICE.")
+@user_errors
+def log_likelihood(runs_root, out, params_path, prepared_dir, device) -> None:
+    """log p(x) of every Figure 2 model by annealed importance sampling, with its ELBO, an
+    importance-weighted bound and the BDMC sandwich; AIS against the grid on Figure 3's models."""
+    from pipeline.evaluation.log_likelihood import measure_log_likelihoods, settings_from_params as ll_settings
+
+    params = load_params(params_path)
+    measure_log_likelihoods(runs_root, prepared_dir or lookup(params, "data.prepared_dir"), ll_settings(params),
+                            device or lookup(params, "training.device"), out, echo=click.echo)

@@ -4,8 +4,9 @@ Three things ask that question and all get the answer from here:
 
 - ``dvc.yaml``: every stage lists the code it depends on, so DVC re-runs exactly the stages a
   change touches. DVC cannot compute that list itself, so it is written out in dvc.yaml and
-  ``tests/test_stage_dependencies.py`` checks every stage against :func:`stage_code_dependencies`
-  (``python -m pipeline.plumbing.code_dependencies`` prints the lists, ``--write`` puts them in dvc.yaml);
+  ``tests/test_stage_dependencies.py`` checks every stage against
+  :func:`pipeline.plumbing.stage_dependencies.stage_code_dependencies`
+  (``python -m pipeline.plumbing.stage_dependencies`` prints the lists, ``--write`` puts them in dvc.yaml);
 - the training checkpoints' fingerprint (:func:`pipeline.training.train.run_fingerprint`): a run resumes
   only under the same code;
 - the marginal-likelihood rows' fingerprint (:mod:`pipeline.evaluation.marginal_likelihood`): a row is reused only if
@@ -20,33 +21,21 @@ The rules, kept simple enough to check by eye:
   (``import vae_core``, ``from vae_core import AEVB``), not when one of its modules is
   (``from vae_core.hmc import hmc_step`` depends on ``vae_core/hmc.py`` only: Python runs the
   package's ``__init__.py`` first, but that file only re-exports names).
-- A DVC stage runs a ``vaebench`` command; the command modules (``pipeline/cli.py``,
-  ``pipeline/commands/*.py``) only parse options and call one *stage module*
-  (:data:`STAGE_MODULES`), whose closure is the stage's code.
 - A folder all of whose ``.py`` files are in the closure is listed as the folder.
+
+Which module each DVC stage runs, and the dvc.yaml check and rewrite, live in
+:mod:`pipeline.plumbing.stage_dependencies`: this module is in the training code's own closure
+(the fingerprint is computed here), so registering a new stage there re-runs no training.
 """
 from __future__ import annotations
 
 import ast
 import hashlib
-import sys
 from functools import lru_cache
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("vae_core", "baselines", "pipeline")
-
-# vaebench command (as dvc.yaml's `cmd` writes it) -> the module(s) that compute its outputs.
-STAGE_MODULES = {
-    "data download": ("pipeline.data.download",),
-    "data prepare": ("pipeline.data.prepare",),
-    "train": ("pipeline.training.train",),
-    "evaluate marginal-likelihood": ("pipeline.evaluation.marginal_likelihood",),
-    "evaluate estimator-variance": ("pipeline.evaluation.estimator_variance",),
-    "figures": ("pipeline.reporting.figures",),
-    "report": ("pipeline.reporting.report",),
-}
-
 
 def module_file(dotted: str) -> Path | None:
     """The file of one of our modules or packages (``a.b`` -> ``a/b.py`` or ``a/b/__init__.py``)."""
@@ -120,23 +109,6 @@ def as_dependency_list(files: list[Path]) -> list[str]:
     return sorted(listed)
 
 
-def stage_code_dependencies(command: str) -> list[str]:
-    """The code a ``vaebench <command>`` stage depends on, as dvc.yaml lists it."""
-    if command not in STAGE_MODULES:
-        raise KeyError(f"no stage module is registered for `vaebench {command}`; add it to STAGE_MODULES")
-    return as_dependency_list(import_closure(STAGE_MODULES[command]))
-
-
-def command_of(cmd: str) -> str:
-    """The vaebench command a dvc.yaml ``cmd`` runs: ``vaebench evaluate marginal-likelihood --run X``
-    -> ``evaluate marginal-likelihood``."""
-    words = cmd.split()
-    if words[:1] != ["vaebench"]:
-        raise ValueError(f"a stage's cmd must call vaebench, got {cmd!r}")
-    two = " ".join(words[1:3])
-    return two if two in STAGE_MODULES else words[1]
-
-
 def source_fingerprint(modules: tuple[str, ...] | list[str]) -> str:
     """sha256 over the names and bytes of every file in the modules' import closure."""
     digest = hashlib.sha256()
@@ -146,53 +118,5 @@ def source_fingerprint(modules: tuple[str, ...] | list[str]) -> str:
     return digest.hexdigest()
 
 
-def rewrite_dvc_yaml(text: str) -> str:
-    """dvc.yaml's text with every stage's code dependencies replaced by the derived ones (the other
-    dependencies, comments and layout kept): each stage's ``deps:`` list becomes its non-code
-    entries in their order, then :func:`stage_code_dependencies`."""
-    import yaml
-
-    stages = yaml.safe_load(text)["stages"]
-    lines, out, stage = text.splitlines(keepends=True), [], None
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("  ") and not line.startswith("   ") and line.rstrip().endswith(":"):
-            stage = line.strip()[:-1]
-        out.append(line)
-        i += 1
-        if stage in stages and line.strip() == "deps:":
-            indent = line[: len(line) - len(line.lstrip())] + "  - "
-            entries = []
-            while i < len(lines) and lines[i].startswith(indent):
-                entries.append(lines[i][len(indent):].strip())
-                i += 1
-            kept = [e for e in entries if e.split("/")[0] not in PACKAGES]
-            derived = stage_code_dependencies(command_of(stages[stage]["cmd"]))
-            out += [f"{indent}{entry}\n" for entry in kept + derived]
-    return "".join(out)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Print every dvc.yaml stage's derived code dependencies; ``--check`` exits 1 where dvc.yaml
-    lists others, ``--write`` rewrites dvc.yaml's lists in place."""
-    import yaml
-
-    argv = sys.argv[1:] if argv is None else argv
-    path = ROOT / "dvc.yaml"
-    if "--write" in argv:
-        path.write_text(rewrite_dvc_yaml(path.read_text()))
-    stages = yaml.safe_load(path.read_text())["stages"]
-    differs = 0
-    for name, stage in stages.items():
-        expected = stage_code_dependencies(command_of(stage["cmd"]))
-        listed = sorted(d for d in stage.get("deps", []) if d.split("/")[0] in PACKAGES)
-        differs += listed != expected
-        if "--check" not in argv or listed != expected:
-            mark = "" if listed == expected else "   # dvc.yaml differs: run `python -m pipeline.plumbing.code_dependencies --write`"
-            print(f"{name}:{mark}\n" + "".join(f"  - {dep}\n" for dep in expected))
-    return 1 if differs and "--check" in argv else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+__all__ = ["PACKAGES", "ROOT", "as_dependency_list", "import_closure", "imported_files", "module_file",
+           "source_fingerprint"]

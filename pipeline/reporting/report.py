@@ -22,6 +22,8 @@ from pathlib import Path
 import pandas as pd
 
 from pipeline.reporting.binarization_study import binarization_table, closer_setting, study_summary
+from pipeline.reporting.fidelity_tables import (appendix_d_bias, appendix_d_bias_sentence, linear_floor_blocks,
+                                                log_likelihood_blocks, read_linear_reference, read_log_likelihoods)
 from pipeline.reporting.claims import NOT_ON_AXES, NOT_RUN, Claim, evaluate_claims, final_values, verdict_counts
 from pipeline.reporting.paper_claims import attach_paper_verdicts, claim_agreement, evaluate_paper_claims
 from pipeline.runs.archive_status import EXACT, read_archive_status
@@ -107,6 +109,9 @@ def fig3_table(marginal_likelihoods: pd.DataFrame, reference: Reference) -> pd.D
                     row[f"{split} IS ESS"] = float(rows_.diagnostic_value.mean()) if len(rows_) else None
             if row[f"{split} IS"] is not None and row[f"{split} grid"] is not None:
                 row[f"{split} IS - grid"] = row[f"{split} IS"] - row[f"{split} grid"]
+            bias = appendix_d_bias(group, split)
+            if bias is not None:
+                row[f"{split} App. D - grid"], row[f"{split} App. D s.e."] = bias
         value = reference.fig3_at(int(ntrain), algorithm, "test", samples)
         row["paper test @ same samples"] = value if value is not None else "off-axis"
         row["paper test, right edge"] = reference.right_edge_test("fig3", f"ntrain{int(ntrain)}", algorithm)
@@ -237,7 +242,8 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
                  provenance: dict, figure_files: dict[str, list[str]], band_captions: dict[str, str] | None = None,
                  binarization: list[Block] | None = None, configurations: pd.DataFrame | None = None,
                  not_drawn: dict[str, str] | None = None, not_run: dict[str, list[str]] | None = None,
-                 archive: tuple[pd.DataFrame, dict[str, float], str] | None = None) -> list[Block]:
+                 archive: tuple[pd.DataFrame, dict[str, float], str] | None = None,
+                 linear_floor: list[Block] | None = None, log_likelihood: list[Block] | None = None) -> list[Block]:
     """The report's blocks. ``configurations`` (a partial set of runs): the status of every
     configuration of the profile, shown after the claims, with ``not_run`` (per claim, the
     configurations it waits for) and ``archive`` (where the runs came from, and the hours the
@@ -297,6 +303,8 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
                    "curve read at the same number of samples (\"off-axis\" where the paper's axes do not show it) "
                    "and at its right edge (10^8 samples)."),
         Block("table", fig2_table(curves, reference)),
+        *(linear_floor or []),
+        *(log_likelihood or []),
         Block("h2", "Figure 3: final marginal likelihoods"),
         Block("p", "log p(x) per datapoint at the last checkpoint: the Appendix D estimator, mean ± standard error "
                    "over seeds (seed spread and the estimator's own error in quadrature; with one seed, the "
@@ -304,7 +312,9 @@ def build_blocks(profile: str, claims: list[Claim], curves, marginal_likelihoods
                    "bound; its proposal a defensive mixture fitted to Appendix D's HMC samples, docs/protocol.md "
                    "section 5; ESS: its mean effective sample size) and the grid (exact up to its error bound) as "
                    "cross-checks, with their difference; the paper's test value at the same samples."),
-        Block("table", fig3_table(marginal_likelihoods, reference)),
+        Block("table", fig3 := fig3_table(marginal_likelihoods, reference)),
+        Block("p", "App. D - grid: Appendix D minus the exact grid on the seed where the grid ran, beside "
+                   "Appendix D's own standard error there (App. D s.e.). " + appendix_d_bias_sentence(fig3)),
         *(binarization or []),
         Block("h2", "Evidence behind each claim"),
     ]
@@ -408,7 +418,9 @@ def make_report(runs_root: Path, figures_dir: Path, out: Path, params: dict, par
                                   Path(lookup(params, "data.raw_dir")), all_finals, ml, variance, times)
     blocks = build_blocks(params["profile"], claims, curves, ml, all_finals, reference, provenance, figure_files,
                           index.get("band_captions"), binarization_blocks(binarization, binarization_verdicts),
-                          status, index.get("not_drawn"), not_run, read_archive_status(runs_root) if partial else None)
+                          status, index.get("not_drawn"), not_run, read_archive_status(runs_root) if partial else None,
+                          linear_floor_blocks(read_linear_reference(runs_root), curves, reference),
+                          log_likelihood_blocks(read_log_likelihoods(runs_root)))
     with staged_folder(out, last=METRICS_FILE) as staging:
         write_atomically(staging / "report.md", lambda tmp: tmp.write_text(render_markdown(blocks)))
         # the figures are read where they already are: under out (or figures_dir), not staged

@@ -1,6 +1,6 @@
 """Estimators of the marginal likelihood log p(x) of a trained decoder (Appendix D; docs/protocol.md, section 5).
 
-Three estimators, each returning a :class:`MarginalLikelihoodEstimate` (one value and one error per
+Four estimators, each returning a :class:`MarginalLikelihoodEstimate` (one value and one error per
 datapoint, so the caller decides how to average):
 
 - :func:`appendix_d_estimator` -- the paper's estimator (Appendix D): HMC samples of p(z|x), a
@@ -8,6 +8,9 @@ datapoint, so the caller decides how to average):
   p(x) ~ ((1/L) sum_l q(z_l) / (p(z_l) p(x|z_l)))^-1. Used for Figure 3.
 - :func:`importance_sampling_estimator` -- log-mean-exp of log p(x, z_k) - log q(z_k|x) over K
   samples of a proposal (the encoder by default): a stochastic lower bound that tightens as K grows.
+- :func:`ais_estimator` -- annealed importance sampling from the prior with HMC transitions, and
+  :func:`bdmc_sandwich`, forward and reverse AIS on simulated data, whose gap bounds its error
+  (Figure 2's models, where the grid cannot reach).
 - :func:`grid_estimator` -- numerical integration of p(x, z) over a dense grid in z, for Nz <= 3:
   exact up to a discretization error that it measures.
 
@@ -21,6 +24,7 @@ Everything runs under ``torch.no_grad()``; HMC enables gradients with respect to
 (vae_core/hmc.py). All estimators are batched over datapoints: one tensor operation serves every
 datapoint, with Python loops only over samples, chunks or HMC transitions.
 """
+from .ais import ais_estimator, bdmc_sandwich, sigmoid_schedule, simulate_from_model
 from .appendix_d import appendix_d_estimator, prior_resampled_start
 from .estimate import MarginalLikelihoodEstimate
 from .grid import DEFAULT_ADAPTIVE_GRID_POINTS, DEFAULT_GRID_POINTS, grid_estimator
@@ -39,6 +43,10 @@ from .posterior_density import (
 
 __all__ = [
     "MarginalLikelihoodEstimate",
+    "ais_estimator",
+    "bdmc_sandwich",
+    "sigmoid_schedule",
+    "simulate_from_model",
     "appendix_d_estimator",
     "prior_resampled_start",
     "importance_sampling_estimator",
