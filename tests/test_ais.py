@@ -5,16 +5,8 @@ import pytest
 import torch
 
 from tests.test_linear_gaussian import exact_log_marginal, make_model, sample_data
-from tests.test_marginal_likelihood import nonlinear  # noqa: F401 (the fixture)
+from tests.test_marginal_likelihood import _one_thread, nonlinear  # noqa: F401 (fixtures: one thread, the decoder)
 from vae_core.marginal_likelihood.ais import ais_estimator, bdmc_sandwich, sigmoid_schedule, simulate_from_model
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_the_schedule_runs_from_zero_to_one_and_is_denser_at_the_ends():
