@@ -177,6 +177,22 @@ def test_bad_params_values_are_named(tiny_setup, mutate, message):
         config_of(params)
 
 
+def test_the_step_size_trial_length_can_be_set_per_algorithm():
+    from pipeline.plumbing.params import ParamsError
+
+    params = load_params(REPO / "params.yaml")
+    params["profile"] = "paper"
+    trials = {algorithm: build_run_config(params, "fig2", "mnist", algorithm, 200).step_size_trial_samples
+              for algorithm in ("aevb", "wake_sleep")}
+    assert trials == {"aevb": 100_000, "wake_sleep": 500_000}  # params.yaml: wake-sleep's longer trial
+    params["profiles"]["paper"]["fig2"]["mnist"]["step_size_trial_samples"] = {"default": 100_000, "wakesleep": 1}
+    with pytest.raises(ParamsError, match=r"step_size_trial_samples names \['wakesleep'\]"):
+        build_run_config(params, "fig2", "mnist", "aevb", 200)
+    params["profiles"]["paper"]["fig2"]["mnist"]["step_size_trial_samples"] = {"wake_sleep": 500_000}
+    with pytest.raises(ParamsError, match=r"step_size_trial_samples.default = 0 does not reach"):
+        build_run_config(params, "fig2", "mnist", "aevb", 200)
+
+
 def test_unknown_dataset_is_named():
     from pipeline.plumbing.params import ParamsError
 

@@ -180,10 +180,19 @@ def build_run_config(
     warmup = lookup(params, "optimizer.warmup_steps")
     if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 0:
         raise ParamsError(f"optimizer.warmup_steps must be a non-negative integer, got {warmup!r}")
-    trial = require_int(per_dataset.get("step_size_trial_samples", 0), f"{prefix}.{dataset}.step_size_trial_samples")
+    trial_key = f"{prefix}.{dataset}.step_size_trial_samples"
+    trial = per_dataset.get("step_size_trial_samples", 0)
+    if isinstance(trial, dict):  # per algorithm, with a default (docs/fidelity.md: wake-sleep's longer trial)
+        unknown = set(trial) - {"default", *ALGORITHMS}
+        if unknown:
+            raise ParamsError(f"{trial_key} names {sorted(unknown)}: expected `default` and algorithms of "
+                              f"{list(ALGORITHMS)}")
+        trial_key += f".{algorithm}" if algorithm in trial else ".default"
+        trial = trial.get(algorithm, trial.get("default", 0))
+    trial = require_int(trial, trial_key)
     if step_size == "auto" and trial <= warmup * minibatch_size:
         raise ParamsError(
-            f"{prefix}.{dataset}.step_size_trial_samples = {trial} does not reach past the "
+            f"{trial_key} = {trial} does not reach past the "
             f"Adagrad warm-up ({warmup} updates x M = {warmup * minibatch_size} samples): the "
             f"trial would compare untrained models. Raise it or lower optimizer.warmup_steps."
         )
