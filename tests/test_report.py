@@ -250,3 +250,14 @@ def test_appendix_d_bias_sentence_says_when_no_grid_ran(reference):
     table = fig3_table(rows[rows.estimator != "grid"], reference)
     assert "test App. D - grid" not in table
     assert "not measured" in appendix_d_bias_sentence(table)
+
+
+def test_plot_tables_of_a_partial_set_without_figure_3(tmp_path):
+    """A paper-budget campaign's first runs are Figure 2's: no marginal likelihoods yet (this once
+    stopped the partial report)."""
+    from pipeline.reporting.report import PLOTS_DIR, write_plot_tables
+
+    curves = make_curves()
+    write_plot_tables(curves, pd.DataFrame(), tmp_path)
+    assert pd.read_csv(tmp_path / PLOTS_DIR / "fig3.csv").columns.tolist() == ["samples_seen"]
+    assert len(pd.read_csv(tmp_path / PLOTS_DIR / "fig2_mnist.csv")) == len(SAMPLES)
