@@ -176,7 +176,8 @@ def test_the_coordinator_trains_nothing_and_every_fanned_out_stage_comes_from_th
     assert set(record["tasks"]) == fanned, "one task per training and marginal-likelihood stage"
     assert all(task["outcome"] == "ran" for task in record["tasks"].values()), "a fresh remote: every task ran its stage"
     coordinator = record["coordinator"]
-    assert {name for name, verdict in coordinator.items() if verdict == "ran"} == {"estimator_variance", "figures", "report"}
+    assert {name for name, verdict in coordinator.items() if verdict == "ran"} == {
+        "estimator_variance", "log_likelihood", "linear_reference", "figures", "report"}
     assert {name for name, verdict in coordinator.items() if verdict == "restored"} == fanned
     assert len({task["worker"] for task in record["tasks"].values()}) >= 2, "both workers took tasks"
 
