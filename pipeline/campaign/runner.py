@@ -11,6 +11,7 @@ another machine it starts again. Only finished runs are archived.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -150,7 +151,10 @@ def run_unit(unit: Unit, paths: CampaignPaths, params: dict, threads: int, stop:
                 return UnitResult(unit, False, time.perf_counter() - start, f"interrupted; resumes next time ({log})")
             handle.write(f"$ {' '.join(command)}\n")
             handle.flush()
-            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env)
+            # SIGINT back to its default in the child: a campaign started in the background by a script
+            # inherits SIGINT ignored, and the training run would then never stop at its next chunk
+            process = subprocess.Popen(command, stdout=handle, stderr=subprocess.STDOUT, env=env,
+                                       preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
             while process.poll() is None:
                 if stop.wait(1.0):
                     process.send_signal(2)  # SIGINT: the run stops after its current chunk, checkpoints kept
@@ -193,6 +197,10 @@ def run_campaign(params: dict, settings: dict, paths: CampaignPaths, jobs: int, 
     archiving each finished run (``threads`` torch threads each, default the cores shared out among
     them); write the status file and re-render the report. Ctrl-C stops the
     running units at their next chunk (their checkpoints kept) and still archives what finished."""
+    # Ctrl-C and SIGTERM both stop the campaign at its units' next chunk, also where it was started
+    # in the background (which leaves SIGINT ignored): `kill <pid>` is the way to stop it there
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     chosen = write_profile_params(params, settings["profile"], paths.params)
     statuses = restore_archive(chosen, paths, int(settings["prefix_samples"]), echo)
     plan = plan_campaign(chosen, paths.runs, {k for k, s in statuses.items() if s["status"] == EXACT})
