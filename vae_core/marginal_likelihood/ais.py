@@ -22,18 +22,18 @@ of forward AIS with the same schedule (on data like the model's own).
 Choices, as in Wu et al.: a sigmoidal schedule (Grosse et al. 2015, section 5:
 beta_t proportional to sigmoid(delta (2t/T - 1)), rescaled to [0, 1], delta = 4), HMC with a few
 leapfrog steps, and each datapoint's step size adapted after every transition toward a 65% mean
-acceptance over its chains (x1.02 / /1.02), which makes the kernels depend slightly on the
+acceptance over its chains (vae_core.hmc.StepSizeAdaptation's constant-gain "mean" rule,
+eps <- eps exp(3 (a - 0.65))), which makes the kernels depend slightly on the
 chains' past (the usual compromise; the sandwich measures whatever error it costs). Every
 quantity is batched: the K chains of the C datapoints are one (K * C, D) tensor.
 """
 from __future__ import annotations
 
-import math
 
 import torch
 
-from ..hmc import hmc_step
-from .estimate import MarginalLikelihoodEstimate
+from ..hmc import StepSizeAdaptation, hmc_step
+from .estimate import MarginalLikelihoodEstimate, log_mean_weight
 
 ADAPTATION_GAIN = 3.0
 
@@ -85,6 +85,7 @@ def _anneal(model, x: torch.Tensor, z: torch.Tensor, betas: torch.Tensor, n_leap
     log_weight = torch.zeros(z.shape[0], dtype=torch.float64, device=z.device)
     datapoints = z.shape[0] // n_chains
     steps = torch.full((datapoints,), float(step_size), dtype=z.dtype, device=z.device)
+    adaptation = StepSizeAdaptation("mean", target_accept, gain=ADAPTATION_GAIN)
     accepted = torch.zeros(datapoints, dtype=torch.float64, device=z.device)
     for previous, beta in zip(betas[:-1].tolist(), betas[1:].tolist()):
         log_weight += (beta - previous) * log_likelihood.double()
@@ -96,18 +97,15 @@ def _anneal(model, x: torch.Tensor, z: torch.Tensor, betas: torch.Tensor, n_leap
         log_likelihood = torch.where(step.accepted, target.last_log_likelihood, log_likelihood)
         grad_likelihood = torch.where(keep, target.last_grad, grad_likelihood)
         rate = step.accept_prob.reshape(n_chains, datapoints).mean(0)
-        steps = steps * torch.exp(ADAPTATION_GAIN * (rate - target_accept))
+        steps = adaptation.update(steps, rate)
         accepted += rate.double()
     return log_weight, accepted / max(1, len(betas) - 1)
 
 
 def _log_mean_exp(log_weight: torch.Tensor, n_chains: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per datapoint: log (1/K) sum_k w_k and its delta-method standard error
-    sqrt((K / ESS - 1) / (K - 1)) (NaN for K = 1)."""
+    """Per datapoint: log (1/K) sum_k w_k over the chains and its delta-method standard error."""
     w = log_weight.reshape(n_chains, -1)
-    log_mean = torch.logsumexp(w, 0) - math.log(n_chains)
-    ess = torch.exp(2 * torch.logsumexp(w, 0) - torch.logsumexp(2 * w, 0))
-    se = torch.sqrt((n_chains / ess - 1).clamp(min=0) / (n_chains - 1)) if n_chains > 1 else torch.full_like(ess, math.nan)
+    log_mean, se, _ = log_mean_weight(torch.logsumexp(w, 0), torch.logsumexp(2 * w, 0), n_chains)
     return log_mean, se
 
 

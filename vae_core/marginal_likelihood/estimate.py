@@ -67,3 +67,16 @@ class MarginalLikelihoodEstimate:
 
     def summary(self) -> str:
         return f"{self.estimator}: {self.mean():.3f} +- {self.mean_standard_error():.3f} ({len(self)} points)"
+
+
+def log_mean_weight(log_sum: torch.Tensor, log_sum_squares: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """From log sum_k w_k and log sum_k w_k^2 over n weights per datapoint: log (1/n) sum_k w_k, its
+    delta-method standard error sqrt((n / ESS - 1) / (n - 1)) (NaN for n = 1), and the effective
+    sample size ESS = (sum w)^2 / sum w^2. Shared by importance sampling and AIS."""
+    ess = torch.exp(2 * log_sum - log_sum_squares)
+    if n > 1:
+        se = torch.sqrt(((n / ess) - 1).clamp(min=0) / (n - 1))
+    else:
+        se = torch.full_like(log_sum, math.nan)
+    return log_sum - math.log(n), se, ess
+

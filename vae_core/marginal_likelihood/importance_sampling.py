@@ -7,7 +7,7 @@ from typing import Callable
 import torch
 from torch.distributions import Chi2, Distribution, MultivariateNormal, Normal
 
-from .estimate import MarginalLikelihoodEstimate
+from .estimate import MarginalLikelihoodEstimate, log_mean_weight
 from .log_joint import DEFAULT_MAX_CHUNK_ELEMENTS, fast_log_joint
 from .posterior_density import add_ridge, batched_covariance
 
@@ -207,11 +207,6 @@ def importance_sampling_estimator(
         lse1 = torch.logaddexp(lse1, torch.logsumexp(log_w, dim=0))
         lse2 = torch.logaddexp(lse2, torch.logsumexp(2 * log_w, dim=0))
         done += k
-    log_px = lse1 - math.log(n_samples)
-    ess = torch.exp(2 * lse1 - lse2)
-    if n_samples > 1:
-        se = torch.sqrt(((n_samples / ess) - 1).clamp(min=0) / (n_samples - 1))
-    else:
-        se = torch.full_like(log_px, math.nan)
+    log_px, se, ess = log_mean_weight(lse1, lse2, n_samples)
     return MarginalLikelihoodEstimate(log_px, se, f"importance_sampling_k{n_samples}", "statistical",
                                       {"effective_sample_size": ess})
